@@ -1,0 +1,3 @@
+from steper_bench.cli import main
+
+main()

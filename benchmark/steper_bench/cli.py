@@ -1,0 +1,37 @@
+"""The `steper-bench` command line. Each command lives in steper_bench/commands/<name>.py."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="steper-bench",
+    help="StepER benchmark: build step-wise KD data, train, evaluate, compare.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+    add_completion=False,
+)
+
+# (command name, module in steper_bench.commands, function name)
+COMMANDS = [
+    ("validate", "validate", "validate"),
+    ("score", "score", "score"),
+    ("build", "build", "build"),
+    ("publish", "publish", "publish"),
+    ("train", "train", "train"),
+    ("eval", "evaluate", "evaluate"),
+    ("judge", "judge", "judge"),
+    ("report", "report", "report"),
+    ("leaderboard", "leaderboard", "leaderboard"),
+    ("run", "run", "run"),
+]
+
+for _name, _module, _func in COMMANDS:
+    _mod = importlib.import_module(f"steper_bench.commands.{_module}")
+    app.command(_name)(getattr(_mod, _func))
+
+
+def main() -> None:  # python -m steper_bench
+    app()

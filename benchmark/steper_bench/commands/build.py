@@ -1,0 +1,3 @@
+def build() -> None:
+    """(being written)"""
+    raise NotImplementedError

@@ -1,0 +1,3 @@
+def evaluate() -> None:
+    """(being written)"""
+    raise NotImplementedError

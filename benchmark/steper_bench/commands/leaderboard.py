@@ -1,0 +1,3 @@
+def leaderboard() -> None:
+    """(being written)"""
+    raise NotImplementedError

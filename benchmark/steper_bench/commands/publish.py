@@ -1,0 +1,3 @@
+def publish() -> None:
+    """(being written)"""
+    raise NotImplementedError

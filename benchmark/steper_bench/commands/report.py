@@ -1,0 +1,3 @@
+def report() -> None:
+    """(being written)"""
+    raise NotImplementedError

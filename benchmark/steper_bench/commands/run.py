@@ -1,0 +1,3 @@
+def run() -> None:
+    """(being written)"""
+    raise NotImplementedError

@@ -1,0 +1,3 @@
+def train() -> None:
+    """(being written)"""
+    raise NotImplementedError

@@ -1,0 +1,52 @@
+"""The Generator protocol: one batch of step requests in, one result per request out.
+
+The multi-step loop sends every active question's next step as one batch; a backend decides
+how to run it (async HTTP with bounded concurrency, a padded batch on a local model, or no
+model at all). Backends register themselves by name in `BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from steper_bench.records import GeneratorIdentity, Paragraph, Question
+
+
+@dataclass
+class StepRequest:
+    prompt: str  # the fully rendered prompt text
+    question: Question  # for backends that need the gold (supporting-facts) and for logs
+    context: list[Paragraph]  # paragraphs in the prompt, in order
+    previous: list[str]  # reasoning sentences so far
+    must_answer: bool = False  # forced aggregation step
+    sample_index: int = 0  # part of the cache key: distinct samples of the same prompt
+
+
+@dataclass
+class StepResult:
+    text: str  # raw generated text (the loop cuts it to one sentence)
+    latency_s: float = 0.0
+    tokens: int = 0
+    cached: bool = False
+    error: str = ""  # non-empty: the request failed after its retries
+    extra: dict = field(default_factory=dict)  # backend-specific facts, e.g. grounded
+
+
+class Generator(Protocol):
+    identity: GeneratorIdentity
+
+    def generate(self, requests: list[StepRequest]) -> list[StepResult]: ...
+
+    def close(self) -> None: ...
+
+
+BACKENDS: dict[str, Callable[..., Generator]] = {}
+
+
+def register(name: str):
+    def deco(factory):
+        BACKENDS[name] = factory
+        return factory
+
+    return deco

@@ -1,0 +1,421 @@
+"""The recipe: one YAML file that declares a whole experiment.
+
+Load with `load_recipe(path, overrides)`. Every section has defaults, so a minimal recipe names
+only its dataset. Values of the form `${env:NAME}` stay literal in the recipe (and so in its
+hash, cards and logs) and are expanded only at the moment of use by `expand_env`.
+
+The content hash covers what changes results. Fields declared with `Unhashed(...)` (concurrency,
+batch sizes, timeouts, paths, keys, Hub destinations) are left out of it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+UNHASHED = {"hash": False}
+
+
+def Unhashed(default: Any = None, **kw: Any) -> Any:
+    """A field that does not change results and so stays out of the content hash."""
+    return Field(default, json_schema_extra=UNHASHED, **kw)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(Section):
+    dataset: Literal["hotpotqa", "2wikimultihopqa", "musique"] = "hotpotqa"
+    # Local files in the dataset's original format (JSON or JSONL). Relative paths resolve from
+    # the recipe's folder.
+    train_file: str | None = None
+    test_file: str | None = None
+    # Or a Hub dataset (datasets.load_dataset), e.g. hotpotqa/hotpot_qa with config distractor.
+    hub_id: str | None = None
+    hub_config: str | None = None
+    hub_revision: str | None = None
+    train_split: str = "train"
+    test_split: str = "validation"
+    train_limit: int | None = Field(None, ge=1)
+    test_limit: int | None = Field(500, ge=1)  # IRCoT convention: 500 test questions
+    seed: int = 13370  # IRCoT's subsampling seed
+    strict: bool = Unhashed(False)  # fail on the first malformed record instead of skipping
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> SourceConfig:
+        if not (self.train_file or self.test_file or self.hub_id):
+            raise ValueError("set source.train_file / source.test_file (local files) or source.hub_id")
+        return self
+
+
+class ElasticsearchConfig(Section):
+    url: str = Unhashed("http://localhost:9200")
+    index: str = "steper-corpus"
+    api_key: str | None = Unhashed(None)
+
+
+class CorpusConfig(Section):
+    backend: Literal["bm25", "elasticsearch"] = "bm25"
+    # pooled: all paragraphs of the loaded splits, deduplicated (IRCoT's dataset corpus);
+    # per-question: each question's own paragraphs (the distractor setting).
+    mode: Literal["pooled", "per-question"] = "pooled"
+    top_k: int = Field(4, ge=1, le=100)  # paper: K = 4
+    max_paragraphs: int = Field(15, ge=1)  # cap on accumulated paragraphs in a prompt
+    elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
+
+
+class FrameworkConfig(Section):
+    name: Literal["ircot"] = "ircot"
+    max_steps: int = Field(5, ge=1, le=20)  # paper: S = 5
+    # Jinja2 template path (relative to the recipe) overriding the packaged default prompt.
+    prompt_template: str | None = None
+    # Few-shot demonstrations from the packaged set shown to the teacher; students trained on
+    # step-wise data see zero-shot prompts (eval.few_shot).
+    few_shot: int = Field(2, ge=0)
+    max_new_tokens: int = Field(64, ge=1)
+    paragraph_chars: int = Field(1200, ge=50)  # per-paragraph truncation in prompts
+
+
+class GeneratorConfig(Section):
+    """A generator: teacher, student backend, or judge."""
+
+    backend: Literal["openai", "transformers", "supporting-facts"] = "supporting-facts"
+    model: str = "supporting-facts"
+    base_url: str | None = None  # OpenAI-compatible endpoint, e.g. ${env:TEACHER_BASE_URL}
+    api_key: str | None = Unhashed(None)  # e.g. ${env:OPENAI_API_KEY}; never stored expanded
+    api: Literal["completions", "chat"] = "completions"
+    revision: str | None = None
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    concurrency: int = Unhashed(16, ge=1)
+    batch_size: int = Unhashed(16, ge=1)  # local transformers batch
+    timeout_s: float = Unhashed(120.0, gt=0)
+    max_retries: int = Unhashed(6, ge=0)
+    device: str | None = Unhashed(None)  # local transformers: cpu / cuda / auto
+
+
+class DatasetConfig(Section):
+    # Keep a trajectory when its answer is right by this measure: acc | em | f1>=x | all.
+    filter: str = "acc"
+    splits: list[Literal["train", "test"]] = ["train"]  # test: teacher baselines too
+    hub_repo: str | None = Unhashed(None)  # e.g. your-name/steper-hotpotqa
+    private: bool = Unhashed(True)
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, v: str) -> str:
+        if v in ("acc", "em", "all") or re.fullmatch(r"f1>=(0(\.\d+)?|1(\.0+)?)", v):
+            return v
+        raise ValueError("allowed: acc, em, all, or f1>=x with x in [0, 1] (e.g. f1>=0.8)")
+
+
+class LoraConfig(Section):
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainConfig(Section):
+    # steper: first+mid+final, difficulty-aware; steper-uniform: same data, equal weights;
+    # vanilla-kd: whole chain as one target, plain cross-entropy.
+    methods: list[Literal["steper", "steper-uniform", "vanilla-kd"]] = ["steper"]
+    # Student: a local path or Hub id, or "tiny" (a pipeline demo built offline, not a result).
+    student: str = "meta-llama/Llama-3.1-8B-Instruct"
+    student_revision: str | None = None
+    data: str | None = None  # a built dataset folder or Hub id; default: this recipe's build
+    learning_rate: float = Field(5e-6, gt=0)  # paper
+    num_train_epochs: float = Field(2.0, gt=0)  # paper
+    max_steps: int = -1  # > 0 overrides epochs
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    sigma_learning_rate: float = Field(1e-2, gt=0)  # learnable log-variances, own param group
+    max_length: int = Field(2048, ge=16)
+    per_device_train_batch_size: int = Unhashed(1, ge=1)
+    gradient_accumulation_steps: int = Unhashed(8, ge=1)
+    gradient_checkpointing: bool = Unhashed(False)
+    bf16: Literal["auto", True, False] = Unhashed("auto")
+    packing: bool = False  # off: step kinds must stay separable
+    lora: LoraConfig = LoraConfig()
+    seed: int = 42
+    logging_steps: int = Unhashed(10, ge=1)
+    save_steps: int = Unhashed(200, ge=1)
+    push_to_hub: bool = Unhashed(False)
+    hub_model_id: str | None = Unhashed(None)
+
+
+class JudgeConfig(Section):
+    enabled: bool = False
+    model: str = "gpt-4o"
+    base_url: str | None = None  # default: OpenAI's, via the openai client
+    api_key: str | None = Unhashed("${env:OPENAI_API_KEY}")
+    concurrency: int = Unhashed(16, ge=1)
+    timeout_s: float = Unhashed(120.0, gt=0)
+    max_retries: int = Unhashed(6, ge=0)
+
+
+class EvalConfig(Section):
+    split: Literal["test", "train"] = "test"
+    limit: int | None = Field(None, ge=1)
+    few_shot: int = Field(0, ge=0)  # trained students see zero-shot prompts
+    # Models evaluated by `run`: local paths, Hub ids, openai:MODEL@BASE_URL, supporting-facts,
+    # or trained:METHOD for this recipe's own trained students.
+    models: list[str] = ["trained:steper"]
+    include_teacher: bool = True
+    batch_size: int = Unhashed(16, ge=1)
+    concurrency: int = Unhashed(16, ge=1)
+    max_new_tokens: int | None = None  # default: framework.max_new_tokens
+    db: str = Unhashed("results.duckdb")
+    judge: JudgeConfig = JudgeConfig()
+
+
+class Recipe(Section):
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = Unhashed("")
+    runs_dir: str = Unhashed("runs")  # run folders live here, relative to the recipe
+    source: SourceConfig
+    corpus: CorpusConfig = CorpusConfig()
+    framework: FrameworkConfig = FrameworkConfig()
+    teacher: GeneratorConfig = GeneratorConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    # Free-form notes on choices the paper leaves open; copied into cards.
+    our_choices: dict[str, str] = Unhashed({})
+
+    # Where the recipe came from; set by load_recipe, not part of the schema.
+    _path: Path | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    def resolve_path(self, p: str | os.PathLike) -> Path:
+        """A path from the recipe, relative to the recipe's folder."""
+        p = Path(os.path.expanduser(str(p)))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    # -- hashing --------------------------------------------------------------------------
+    def hashed_dict(self, sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+        d = _hashed(self)
+        return d if sections is None else {k: d[k] for k in sections if k in d}
+
+    def content_hash(self, sections: tuple[str, ...] | None = None) -> str:
+        blob = json.dumps(self.hashed_dict(sections), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def hash(self) -> str:
+        """The whole recipe's content hash: recorded on every artifact."""
+        return self.content_hash()
+
+    def stage_hash(self, stage: Literal["build", "train", "eval"]) -> str:
+        """Hash of what a stage's output depends on: changing train settings does not redo the
+        build, changing eval settings does not retrain."""
+        return self.content_hash(STAGE_SECTIONS[stage])
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "build": ("source", "corpus", "framework", "teacher", "dataset"),
+    "train": ("source", "corpus", "framework", "teacher", "dataset", "train"),
+    "eval": ("source", "corpus", "framework", "eval"),
+}
+
+
+def _hashed(model: BaseModel) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        if (info.json_schema_extra or {}).get("hash") is False:
+            continue
+        value = getattr(model, name)
+        out[name] = _hashed(value) if isinstance(value, BaseModel) else _jsonable(value)
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, BaseModel):
+        return _hashed(v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v
+
+
+# -- environment interpolation ----------------------------------------------------------------
+
+
+class RecipeError(Exception):
+    """A recipe problem a user can act on: the message names file, line, field and fix."""
+
+
+def expand_env(value: str | None, *, what: str = "value") -> str | None:
+    """Expand `${env:NAME}` at the moment of use. A missing variable is an error naming it."""
+    if value is None:
+        return None
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise RecipeError(f"{what} needs the environment variable {name}: export {name}=...")
+        return os.environ[name]
+
+    return ENV_PATTERN.sub(sub, value)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Read, override (`dotted.key=value`) and validate a recipe file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
+        raise RecipeError(f"{path}: cannot read the recipe ({e})") from None
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_map(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise RecipeError(f"{path}{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections (source, corpus, ...), got {type(data).__name__}")
+    for item in overrides or []:
+        _apply_override(data, item, path)
+    recipe = validate_recipe(data, path, lines)
+    recipe._path = path.resolve()
+    return recipe
+
+
+def validate_recipe(data: dict, path: Path | str = "<recipe>", lines: dict | None = None) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_errors(e, Path(path), lines or {})) from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise RecipeError(f"--set {item!r}: expected dotted.key=value, e.g. --set corpus.top_k=4")
+    key, raw = item.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise RecipeError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def _apply_override(data: dict, item: str, path: Path) -> None:
+    keys, value = parse_override(item)
+    node = data
+    for i, k in enumerate(keys[:-1]):
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {item}: {'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each key path in the YAML to its 1-based line, for error messages."""
+    out: dict[tuple, int] = {}
+    root = yaml.compose(text)
+
+    def walk(node, prefix: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = prefix + (k.value,)
+                out[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                out[prefix + (i,)] = v.start_mark.line + 1
+                walk(v, prefix + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return out
+
+
+def _format_errors(err: ValidationError, path: Path, lines: dict) -> str:
+    msgs = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        dotted = ".".join(str(x) for x in loc) or "(top level)"
+        line = _nearest_line(loc, lines)
+        where = f"{path}:{line}" if line else str(path)
+        msgs.append(f"{where}: {dotted}: {_explain(e, loc)}")
+    return "invalid recipe\n  " + "\n  ".join(msgs)
+
+
+def _nearest_line(loc: tuple, lines: dict) -> int | None:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _explain(e: dict, loc: tuple) -> str:
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = sorted(model.model_fields) if model else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        did = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"unknown key{did} (allowed: {', '.join(allowed)})"
+    if kind == "literal_error":
+        expected = e.get("ctx", {}).get("expected", "")
+        got = e.get("input")
+        hint = difflib.get_close_matches(str(got), re.findall(r"'([^']*)'", expected), n=1)
+        did = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"{got!r} is not allowed{did} (allowed: {expected.replace(chr(39), '')})"
+    if kind == "missing":
+        return "required field is missing"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{msg} (got {e.get('input')!r})" if kind != "value_error" else msg
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Recipe
+    for k in loc:
+        info = model.model_fields.get(str(k))
+        if info is None:
+            return None
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model

@@ -1,0 +1,120 @@
+"""Plain records that flow between stages: questions, steps, trajectories.
+
+Every stage reads and writes these; they serialise to JSON with `to_dict` / `from_dict`
+so that trajectories can be appended to JSONL and read back without loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    """One retrievable paragraph. `pid` is stable across loads: `<question id>-<index>` for
+    per-question contexts; pooled corpora keep the first pid seen for a (title, text) pair."""
+
+    pid: str
+    title: str
+    text: str
+    is_supporting: bool = False
+
+
+@dataclass
+class Question:
+    id: str
+    dataset: str  # hotpotqa | 2wikimultihopqa | musique
+    question: str
+    answers: list[str]  # gold answer first, then aliases
+    paragraphs: list[Paragraph]
+    supporting_facts: list[tuple[str, int]] = field(default_factory=list)  # (title, sentence index)
+    # Gold supporting sentences in reasoning order, as (title, sentence text); used by the
+    # supporting-facts silver teacher. Sources fill it from supporting_facts / decompositions.
+    supporting_sentences: list[tuple[str, str]] = field(default_factory=list)
+    type: str = ""  # bridge / comparison / 2hop / compositional ...
+    split: str = ""
+
+    @property
+    def answer(self) -> str:
+        return self.answers[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Question:
+        d = dict(d)
+        d["paragraphs"] = [Paragraph(**p) for p in d["paragraphs"]]
+        d["supporting_facts"] = [tuple(x) for x in d.get("supporting_facts", [])]
+        d["supporting_sentences"] = [tuple(x) for x in d.get("supporting_sentences", [])]
+        return cls(**d)
+
+
+@dataclass
+class GeneratorIdentity:
+    """Who produced a text: enough to reproduce it and to key the request cache."""
+
+    backend: str  # openai | transformers | supporting-facts
+    model: str
+    base_url: str = ""
+    revision: str = ""
+
+    def label(self) -> str:
+        return self.model if not self.base_url else f"{self.model}@{self.base_url}"
+
+
+@dataclass
+class Step:
+    index: int  # 1-based
+    query: str
+    retrieved_pids: list[str]  # top-K of this step's retrieval
+    new_pids: list[str]  # retrieved here and not seen before (after dedup and cap)
+    context_pids: list[str]  # everything the generator saw at this step, in prompt order
+    prompt_hash: str
+    reasoning: str  # the one generated sentence ("" when the step failed)
+    latency_s: float = 0.0
+    tokens: int = 0
+    grounded: bool | None = None  # supporting-facts teacher: was the sentence's paragraph seen?
+    error: str = ""  # non-empty when the step failed after retries
+    cached: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Step:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Trajectory:
+    question_id: str
+    dataset: str
+    split: str
+    question: str
+    answers: list[str]
+    generator: GeneratorIdentity
+    steps: list[Step]
+    paragraphs: dict[str, Paragraph]  # every paragraph any step saw, by pid
+    prediction: str  # extracted final answer ("" if none)
+    stop_reason: str  # answered | max_steps | failed
+    em: float = 0.0
+    f1: float = 0.0
+    acc: float = 0.0
+    recipe_hash: str = ""
+
+    @property
+    def reasoning(self) -> list[str]:
+        return [s.reasoning for s in self.steps]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["paragraphs"] = [asdict(p) for p in self.paragraphs.values()]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        d = dict(d)
+        d["generator"] = GeneratorIdentity(**d["generator"])
+        d["steps"] = [Step.from_dict(s) for s in d["steps"]]
+        d["paragraphs"] = {p["pid"]: Paragraph(**p) for p in d["paragraphs"]}
+        return cls(**d)

@@ -1,0 +1,73 @@
+"""Where each stage writes: one run folder per build, keyed by the build-stage hash.
+
+runs/<name>-<build hash>/
+  recipe.yaml                 the resolved recipe (env references left unexpanded)
+  trajectories/<split>.jsonl  teacher trajectories, appended and flushed per batch
+  index/<corpus hash>/        the BM25 index of the corpus, built once
+  dataset/                    Hub layout: <config>/<split>-*.parquet, README.md (the card)
+  train/<method>-<train hash>/ checkpoints, final model, weights.json, model card
+  build.log
+The request cache (teacher, judge, retrieval) is shared by all runs: runs/cache.sqlite.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from steper_bench.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    runs_dir: Path
+    root: Path
+    recipe: Recipe
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe) -> RunPaths:
+        runs_dir = recipe.resolve_path(recipe.runs_dir)
+        return cls(runs_dir, runs_dir / f"{recipe.name}-{recipe.stage_hash('build')}", recipe)
+
+    @property
+    def cache(self) -> Path:
+        return self.runs_dir / "cache.sqlite"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+    def trajectories(self, split: str) -> Path:
+        return self.root / "trajectories" / f"{split}.jsonl"
+
+    def index(self, corpus_hash: str) -> Path:
+        return self.root / "index" / corpus_hash
+
+    def train(self, method: str) -> Path:
+        return self.root / "train" / f"{method}-{self.recipe.stage_hash('train')}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "build.log"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename: a crash or a full
+    disk never leaves a half-written file under the real name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
