@@ -136,6 +136,7 @@ class TrainConfig(Section):
     student: str = "meta-llama/Llama-3.1-8B-Instruct"
     student_revision: str | None = None
     data: str | None = None  # a built dataset folder or Hub id; default: this recipe's build
+    data_revision: str | None = None  # Hub revision (branch, tag, commit) when data is a Hub id
     learning_rate: float = Field(5e-6, gt=0)  # paper
     num_train_epochs: float = Field(2.0, gt=0)  # paper
     max_steps: int = -1  # > 0 overrides epochs
@@ -309,6 +310,8 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise RecipeError(f"{path}: a recipe is a mapping of sections (source, corpus, ...), got {type(data).__name__}")
     for item in overrides or []:
         _apply_override(data, item, path)
+        # An overridden value is not on the file's line: point errors at the --set instead.
+        lines[tuple(parse_override(item)[0])] = f"--set {item}"
     recipe = validate_recipe(data, path, lines)
     recipe._path = path.resolve()
     return recipe
@@ -375,7 +378,7 @@ def _format_errors(err: ValidationError, path: Path, lines: dict) -> str:
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         dotted = ".".join(str(x) for x in loc) or "(top level)"
         line = _nearest_line(loc, lines)
-        where = f"{path}:{line}" if line else str(path)
+        where = f"{path}:{line}" if isinstance(line, int) else (f"{path} ({line})" if line else str(path))
         msgs.append(f"{where}: {dotted}: {_explain(e, loc)}")
     return "invalid recipe\n  " + "\n  ".join(msgs)
 

@@ -1,0 +1,266 @@
+"""Multi-hop QA sources: local files or the Hub, in each dataset's original format -> Question.
+
+    result = load_questions(recipe, "test")      # LoadResult(questions, skipped, path_or_id, revision)
+
+Each dataset is one module of this package that registers a parser (see `base.register`);
+adding a dataset is adding a file. Local files are a JSON array or JSONL. A malformed record is
+skipped and reported with its line and id, or, in strict mode, raises `SourceError`.
+When a split has more questions than its limit, a seeded sample is kept in file order
+(`random.Random(seed).sample`; IRCoT: 500 test questions, seed 13370).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import pkgutil
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from steper_bench.sources.base import (
+    PARSERS,
+    DatasetSpec,
+    LoadResult,
+    RecordError,
+    Skipped,
+    SourceError,
+    record_id,
+)
+
+__all__ = [
+    "HUB_IDS", "LoadResult", "PARSERS", "Skipped", "SourceError", "get_spec", "load_file",
+    "load_questions", "parse_records", "subsample",
+]
+
+# Every module in this package except base registers one dataset.
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name != "base":
+        importlib.import_module(f"{__name__}.{_m.name}")
+
+# Default Hub dataset (id, config) per dataset name, for recipes that set only source.hub_id.
+HUB_IDS: dict[str, tuple[str, str | None]] = {n: (s.hub_id, s.hub_config) for n, s in PARSERS.items()}
+
+Row = tuple[int, Any, str | None]  # (line, raw record or None, problem or None)
+
+
+class RecordSourceError(SourceError):
+    """Strict mode met a malformed record."""
+
+
+def get_spec(dataset: str) -> DatasetSpec:
+    try:
+        return PARSERS[dataset]
+    except KeyError:
+        raise SourceError(f"unknown dataset {dataset!r} (known: {', '.join(sorted(PARSERS))})") from None
+
+
+def load_questions(
+    recipe, split: Literal["train", "test"], *, strict: bool | None = None, limit: int | None = None
+) -> LoadResult:
+    """Load one split of the recipe's source as Questions (seeded subsample if over the limit)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    src = recipe.source
+    spec = get_spec(src.dataset)
+    strict = src.strict if strict is None else strict
+    if limit is None:
+        limit = src.train_limit if split == "train" else src.test_limit
+    field = f"source.{split}_file"
+    file = src.train_file if split == "train" else src.test_file
+    if not file and not src.hub_id:
+        raise SourceError(
+            f"{field} is not set and there is no source.hub_id: set {field} to a local file "
+            "(relative to the recipe) or source.hub_id to a Hub dataset"
+        )
+    try:
+        if file:
+            result = load_file(src.dataset, recipe.resolve_path(file), split=split, strict=strict, field=field)
+        else:
+            hub_split = src.train_split if split == "train" else src.test_split
+            rows, origin = _hub_rows(src.hub_id, src.hub_config, hub_split, src.hub_revision, spec)
+            questions, skipped = parse_records(rows, spec, split, origin, strict)
+            result = LoadResult(questions, skipped, origin, src.hub_revision)
+    except RecordSourceError as e:
+        raise RecordSourceError(f"{e} (strict mode: fix the record, or set source.strict: false to skip it)") from None
+    result.questions = subsample(result.questions, limit, src.seed)
+    return result
+
+
+def load_file(
+    dataset: str, path: str | os.PathLike, *, split: str = "test", strict: bool = False, field: str = "file"
+) -> LoadResult:
+    """Every question of one local file (JSON array or JSONL) in the dataset's original format.
+    `field` names where the path came from (e.g. source.test_file) in errors."""
+    spec = get_spec(dataset)
+    path = Path(path)
+    data = _read_bytes(path, field)
+    questions, skipped = parse_records(_file_rows(data, str(path)), spec, split, str(path), strict)
+    return LoadResult(questions, skipped, str(path), "sha256:" + hashlib.sha256(data).hexdigest()[:16])
+
+
+def parse_records(rows, spec: DatasetSpec, split: str, origin: str, strict: bool):
+    """Parse (line, raw, problem) rows; skip or (strict) raise on malformed records."""
+    questions, skipped, seen = [], [], set()
+    for line, raw, problem in rows:
+        q = None
+        if problem is None:
+            try:
+                q = spec.parse(raw, split)
+            except RecordError as e:
+                problem = str(e)
+        if q is not None and q.id in seen:
+            problem = f"duplicate id {q.id!r}"
+        if problem is not None:
+            qid = record_id(raw)
+            if strict:
+                raise RecordSourceError(f"{origin}:{line}: record {qid or '(no id)'}: {problem}")
+            skipped.append(Skipped(line, qid, problem))
+            continue
+        seen.add(q.id)
+        questions.append(q)
+    return questions, skipped
+
+
+def subsample(items: list, limit: int | None, seed: int) -> list:
+    """A seeded sample of `limit` items in their original order (all of them if fewer)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+# -- local files ----------------------------------------------------------------------------------
+
+
+def _read_bytes(path: Path, field: str) -> bytes:
+    if not path.exists():
+        raise SourceError(f"{field}: {path} does not exist (paths are relative to the recipe's folder)")
+    if not path.is_file():
+        raise SourceError(f"{field}: {path} is not a file")
+    return path.read_bytes()
+
+
+def _file_rows(data: bytes, origin: str) -> Iterator[Row]:
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    if data.lstrip()[:1] == b"[":
+        return _json_array_rows(data, origin)
+    return _jsonl_rows(data)
+
+
+def _jsonl_rows(data: bytes) -> Iterator[Row]:
+    for line, chunk in enumerate(data.split(b"\n"), 1):
+        if not chunk.strip():
+            continue
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield line, None, f"not valid UTF-8 (byte 0x{chunk[e.start]:02x} at column {e.start + 1})"
+            continue
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield line, None, f"invalid JSON ({e.msg} at column {e.colno})"
+            continue
+        if not isinstance(raw, dict):
+            yield line, None, f"expected a JSON object, got {type(raw).__name__}"
+            continue
+        yield line, raw, None
+
+
+def _json_array_rows(data: bytes, origin: str) -> Iterator[Row]:
+    """Records of a JSON array with the line each starts on. A broken array cannot be resynced,
+    so invalid JSON or bytes here stop the load whatever the strict setting."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise SourceError(f"{origin}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+    dec = json.JSONDecoder()
+    pos = text.index("[") + 1
+    while True:
+        pos = _skip_ws(text, pos)
+        if pos < len(text) and text[pos] == "]":
+            return
+        line = text.count("\n", 0, pos) + 1
+        try:
+            raw, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{origin}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        yield (line, raw, None) if isinstance(raw, dict) else (line, None, "expected a JSON object")
+        pos = _skip_ws(text, pos)
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+        elif pos >= len(text) or text[pos] != "]":
+            line = text.count("\n", 0, pos) + 1
+            raise SourceError(f"{origin}:{line}: invalid JSON (expected ',' or ']' between records)")
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+# -- Hub --------------------------------------------------------------------------------------------
+
+
+def _hub_rows(hub_id: str, config: str | None, split: str, revision: str | None, spec: DatasetSpec):
+    if config is None and hub_id == spec.hub_id:
+        config = spec.hub_config
+    origin = f"hub:{hub_id}{'/' + config if config else ''}:{split}"
+    if not Path(hub_id).is_dir():  # datasets.load_dataset also takes a local dataset folder
+        _check_hub_reachable(hub_id)
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_id, config, split=split, revision=revision)
+    except Exception as e:  # noqa: BLE001 - turned into one actionable message
+        raise SourceError(_hub_error(e, hub_id, origin)) from None
+    return ((i, row, None) for i, row in enumerate(ds, 1)), origin
+
+
+_OFFLINE_FIX = (
+    "set source.train_file / source.test_file to local files, or make the Hub reachable "
+    "(network, or HF_ENDPOINT for a mirror; HF_HUB_OFFLINE=1 uses the local cache)"
+)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_hub_reachable(hub_id: str) -> None:
+    """Fail in seconds, not after huggingface_hub's retries, when the endpoint is down."""
+    if _offline():
+        return
+    import httpx
+    from huggingface_hub import constants
+
+    try:
+        httpx.head(constants.ENDPOINT, timeout=5.0)
+    except httpx.TransportError as e:
+        raise SourceError(
+            f"cannot reach the Hub at {constants.ENDPOINT} to load {hub_id} ({type(e).__name__}): {_OFFLINE_FIX}"
+        ) from None
+
+
+def _hub_error(e: Exception, hub_id: str, origin: str) -> str:
+    chain, x = [], e
+    while x is not None and len(chain) < 10:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    names = {type(c).__name__ for c in chain}
+    if "DatasetNotFoundError" in names or "RepositoryNotFoundError" in names:
+        return f"{origin}: dataset {hub_id} not found on the Hub (check source.hub_id, or HF_TOKEN for a private one)"
+    if _offline():
+        return (
+            f"{origin}: not in the local Hub cache and HF_HUB_OFFLINE is set: set source.train_file / "
+            "source.test_file to local files, or unset HF_HUB_OFFLINE to download it"
+        )
+    if names & {"ConnectionError", "ConnectError", "LocalEntryNotFoundError", "OfflineModeIsEnabled"}:
+        return f"{origin}: cannot reach the Hub ({e}): {_OFFLINE_FIX}"
+    return f"{origin}: cannot load from the Hub: {type(e).__name__}: {e}"

@@ -1,0 +1,110 @@
+"""Answer metrics: EM, F1, Acc, answer extraction and the build filter.
+
+EM and F1 follow the official HotpotQA script (hotpot_evaluate_v1.py): SQuAD normalisation,
+and F1 is 0 when either side normalises to yes / no / noanswer and the two differ. With several
+gold answers (MuSiQue aliases) each metric is the maximum over them, as in SQuAD and IRCoT.
+Acc is StepER's "gold answer contained in the prediction" after the same normalisation.
+
+Build filtering (keep only correct teacher trajectories) and evaluation both use this module.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable
+
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SPECIAL = ("yes", "no", "noanswer")
+
+
+def normalize_answer(s: str) -> str:
+    """Lower-case, drop punctuation, drop articles, collapse whitespace (SQuAD / HotpotQA)."""
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def _golds(golds: str | Iterable[str]) -> list[str]:
+    out = [golds] if isinstance(golds, str) else list(golds)
+    if not out:
+        raise ValueError("no gold answers to score against")
+    return out
+
+
+def _em_one(pred: str, gold: str) -> float:
+    return float(normalize_answer(pred) == normalize_answer(gold))
+
+
+def _f1_one(pred: str, gold: str) -> float:
+    p, g = normalize_answer(pred), normalize_answer(gold)
+    if (p in _SPECIAL or g in _SPECIAL) and p != g:
+        return 0.0
+    common = Counter(p.split()) & Counter(g.split())
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p.split()), same / len(g.split())
+    return 2 * precision * recall / (precision + recall)
+
+
+def _acc_one(pred: str, gold: str) -> float:
+    g = normalize_answer(gold)
+    if not g:
+        return 0.0
+    # Token-boundary containment: "no" must not match inside "north".
+    return float(f" {g} " in f" {normalize_answer(pred)} ")
+
+
+def exact_match(pred: str, golds: str | Iterable[str]) -> float:
+    return max(_em_one(pred, g) for g in _golds(golds))
+
+
+def f1_score(pred: str, golds: str | Iterable[str]) -> float:
+    return max(_f1_one(pred, g) for g in _golds(golds))
+
+
+def acc(pred: str, golds: str | Iterable[str]) -> float:
+    """1.0 when some normalised gold answer appears in the normalised prediction."""
+    return max(_acc_one(pred, g) for g in _golds(golds))
+
+
+def score(pred: str | None, golds: str | Iterable[str]) -> dict[str, float]:
+    pred = pred or ""
+    return {"em": exact_match(pred, golds), "f1": f1_score(pred, golds), "acc": acc(pred, golds)}
+
+
+# "So the answer is: X." (IRCoT / StepER) or "the answer is X"; the last occurrence wins.
+_ANSWER = re.compile(r"the\s+answer\s+is\s*:?\s*", re.IGNORECASE)
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The final answer stated in a reasoning text, or None when it states none."""
+    if not text:
+        return None
+    matches = list(_ANSWER.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end():].strip()
+    rest = rest.splitlines()[0].strip() if rest else ""
+    rest = rest.strip("\"'`“”‘’ ")
+    rest = rest.rstrip(".").strip().strip("\"'`“”‘’ ")
+    return rest or None
+
+
+_F1_SPEC = re.compile(r"f1>=(0(?:\.\d+)?|1(?:\.0+)?)")
+
+
+def passes_filter(scores: dict[str, float], spec: str) -> bool:
+    """Whether a trajectory's scores pass a build filter: acc | em | all | f1>=x."""
+    if spec == "acc":
+        return scores["acc"] >= 1.0
+    if spec == "em":
+        return scores["em"] >= 1.0
+    if spec == "all":
+        return True
+    m = _F1_SPEC.fullmatch(spec)
+    if m:
+        return scores["f1"] >= float(m.group(1))
+    raise ValueError(f"unknown filter {spec!r}: allowed acc, em, all, f1>=x (e.g. f1>=0.8)")
