@@ -1,0 +1,149 @@
+"""One request cache for teacher, judge and retrieval: a SQLite file in WAL mode.
+
+A key is the sha256 of the canonical JSON of a dict that the caller builds with
+`RequestCache.key(**parts)`: backend, base url, model, revision, the full prompt or messages,
+decoding parameters, sample index (for retrieval: backend, corpus hash, query, k, question id).
+Secrets never go in: `key()` and `put()` raise on fields named like credentials (api_key, token,
+authorization, ...), so an API key can never end up in the file.
+
+Only successes are returned by `get`; failures go to their own table (`record_failure`) so a
+re-run retries them. Safe under concurrent writers: one connection per thread and process,
+WAL, and a busy timeout, so writers wait for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SECRET_FIELDS = {
+    "api_key", "apikey", "token", "hf_token", "openai_api_key", "authorization",
+    "password", "secret", "access_token",
+}
+BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (
+  key TEXT PRIMARY KEY, error TEXT NOT NULL, count INTEGER NOT NULL, updated REAL NOT NULL);
+"""
+
+
+def _check_no_secrets(d: dict, what: str) -> None:
+    bad = sorted(k for k in d if str(k).lower() in SECRET_FIELDS)
+    if bad:
+        raise ValueError(f"{what} must not contain credentials (field {', '.join(bad)}): leave keys out of the cache")
+
+
+class RequestCache:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._stats = {"hits": 0, "misses": 0, "failures": 0}
+        self._conn()  # create the file and schema now, so errors show at construction
+
+    # -- keys -----------------------------------------------------------------------------
+    @staticmethod
+    def key(**parts: Any) -> str:
+        """sha256 hex of the canonical JSON of `parts` (sorted keys, no whitespace)."""
+        _check_no_secrets(parts, "a cache key")
+        blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    # -- connection -----------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        self._retry(lambda: self._init(conn))
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @staticmethod
+    def _init(conn: sqlite3.Connection) -> None:
+        # Switching to WAL takes an exclusive lock that the busy handler does not always wait
+        # for: hence the retry around it. WAL is persistent, so later connections skip it.
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+
+    @staticmethod
+    def _retry(fn, attempts: int = 50):
+        for i in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or i == attempts - 1:
+                    raise
+                time.sleep(0.05 * (i + 1))
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    # -- API ------------------------------------------------------------------------------
+    def get(self, key: str) -> dict | None:
+        row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        self._count("hits" if row else "misses")
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict) -> None:
+        self.put_many([(key, value)])
+
+    def put_many(self, items: list[tuple[str, dict]]) -> None:
+        """Several results in one transaction (one fsync instead of many)."""
+        rows = []
+        for key, value in items:
+            _check_no_secrets(value, "a cached value")
+            rows.append((key, json.dumps(value, ensure_ascii=False), time.time()))
+        if rows:
+            self._retry(lambda: self._write(
+                "INSERT OR REPLACE INTO responses (key, value, created) VALUES (?, ?, ?)", rows))
+
+    def record_failure(self, key: str, error: str) -> None:
+        self._count("failures")
+        self._retry(lambda: self._write(
+            "INSERT INTO failures (key, error, count, updated) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT(key) DO UPDATE SET error = excluded.error, count = count + 1, updated = excluded.updated",
+            [(key, error[:2000], time.time())]))
+
+    def failure(self, key: str) -> str | None:
+        """The last recorded error for a key (for reports and tests); `get` never returns it."""
+        row = self._conn().execute("SELECT error FROM failures WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def stats(self) -> dict[str, int]:
+        """Counts in this process since construction: hits, misses, failures."""
+        with self._lock:
+            return dict(self._stats)
+
+    def __len__(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,57 @@
+"""Benchmark: how close the OpenAI-compatible generator gets to ideal concurrency.
+
+A scripted loopback server answers every request after a fixed delay d. N questions x S steps
+at concurrency C (one `generate` call of N requests per step, as the multi-step loop sends them)
+should take about N*S*d/C. Run with `pytest -m perf tests/perf/test_concurrency_perf.py -s`.
+
+The asserted run uses d = 200 ms (a short LLM step; real ones take seconds). At d = 50 ms the
+stdlib test server itself (2-4 ms of CPU per request in Python, sharing 2 cores with the client)
+becomes the bottleneck, so that figure is printed side by side but not asserted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from support.servers import fixed_text, scripted_server
+
+from steper_bench.generation import StepRequest
+from steper_bench.generation.openai_compat import OpenAIGenerator
+from steper_bench.recipe import GeneratorConfig
+from steper_bench.records import Question
+
+pytestmark = pytest.mark.perf
+N, S, C = 64, 5, 16
+Q = Question("q", "hotpotqa", "?", ["a"], [])
+
+
+def _steps(g: OpenAIGenerator, n: int, s: int, tag: str) -> float:
+    t = time.perf_counter()
+    for step in range(s):  # distinct prompts: no cache involved anyway (cache=None)
+        out = g.generate([StepRequest(f"{tag} q{i} step{step}", Q, [], []) for i in range(n)])
+        assert all(r.text and not r.error for r in out), [r.error for r in out if r.error][:3]
+    return time.perf_counter() - t
+
+
+def measure(d: float, repeats: int) -> tuple[float, list[float], float]:
+    with scripted_server(fixed_text("A sentence.", delay_s=d)) as server:
+        cfg = dict(backend="openai", model="m", base_url=server, timeout_s=10, max_retries=0)
+        with OpenAIGenerator(GeneratorConfig(**cfg, concurrency=C), None, max_new_tokens=16) as g:
+            _steps(g, C, 1, "warm")  # open the connections
+            runs = [_steps(g, N, S, f"run{r}") for r in range(repeats)]
+        with OpenAIGenerator(GeneratorConfig(**cfg, concurrency=1), None, max_new_tokens=16) as g1:
+            n1 = 16  # one at a time on a subset, scaled to N*S
+            serial = _steps(g1, n1, 1, "serial") * (N * S / n1)
+    ideal = N * S * d / C
+    print(f"\n{N} questions x {S} steps, d={d * 1000:.0f} ms, C={C}: ideal {ideal:.2f}s, measured "
+          f"{', '.join(f'{r:.2f}' for r in runs)}s (best {min(runs) / ideal:.2f}x ideal, goal <= 1.25x); "
+          f"one at a time {serial:.1f}s (scaled from {n1}) -> speed-up {serial / min(runs):.1f}x (goal >= 10x)")
+    return ideal, runs, serial
+
+
+def test_generator_concurrency_efficiency():
+    measure(0.05, 2)  # printed for comparison: bounded by the test server's CPU here
+    ideal, runs, serial = measure(0.2, 2)
+    assert min(runs) <= 1.25 * ideal
+    assert serial / min(runs) >= 10
