@@ -1,3 +1,36 @@
-def leaderboard() -> None:
-    """(being written)"""
-    raise NotImplementedError
+from __future__ import annotations
+
+import os
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from steper_bench.commands.common import console, fail
+
+
+def leaderboard(
+    db: Annotated[Path, typer.Option("--db", help="Results DuckDB file (opened read-only).")] = Path("results.duckdb"),
+    port: Annotated[Optional[int], typer.Option("--port", help="Port to serve on (streamlit's default: 8501).")] = None,
+    headless: Annotated[bool, typer.Option("--headless", help="Do not open a browser.")] = False,
+    address: Annotated[
+        Optional[str], typer.Option("--address", help="Interface to bind, e.g. 127.0.0.1 (default: streamlit's).")
+    ] = None,
+) -> None:
+    """Open the Streamlit leaderboard over a results file (`streamlit run` on the packaged app)."""
+    from steper_bench.leaderboard_app.queries import launch_command, shell_line
+
+    db = db.expanduser().resolve()
+    if not db.exists():
+        console.print(f"[yellow]note[/]: {db} does not exist yet; the page will say so until `steper-bench eval` writes it")
+    env = {**os.environ, "STEPER_DB": str(db)}
+    # The packaged app is a plain file in an installed wheel; as_file also covers zipped installs.
+    with as_file(files("steper_bench.leaderboard_app") / "app.py") as app_file:
+        cmd = launch_command(app_file, db, port, headless, address)
+        console.print(f"running: {shell_line(cmd)}", highlight=False)
+        # Replace this process: Ctrl-C and SIGTERM reach streamlit directly, no orphan is left.
+        try:
+            os.execve(cmd[0], cmd, env)
+        except OSError as e:
+            fail(f"cannot start streamlit ({e}); install it with `pip install streamlit`")
