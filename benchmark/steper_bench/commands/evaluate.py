@@ -1,3 +1,77 @@
-def evaluate() -> None:
-    """(being written)"""
-    raise NotImplementedError
+"""`steper-bench eval`: evaluate students with the multi-step loop, store the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from steper_bench.commands.common import RecipeArg, SetOpt, console, fail, load
+from steper_bench.recipe import RecipeError
+
+ModelOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--model", help="Student: local path / Hub id, openai:MODEL@BASE_URL, supporting-facts, "
+                                  "teacher, or trained:METHOD (repeatable; default: eval.models + teacher)."),
+]
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Results file (default: the recipe's eval.db, relative to the current folder).")]
+
+
+def evaluate(
+    recipe: RecipeArg,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run even when this run already finished in the file.")] = False,
+) -> None:
+    """Run students through the multi-step loop on the eval split; score with lm-eval; store in DuckDB."""
+    from steper_bench.evaluation import default_models
+    from steper_bench.evaluation import evaluate as run_eval
+    from steper_bench.evaluation.store import StoreError
+
+    r = load(recipe, set_)
+    results = []
+    for spec in model or default_models(r):
+        console.print(f"[bold]eval[/] {spec} on {r.source.dataset} ({r.eval.split})")
+        try:
+            res = run_eval(r, model=spec, db=db, force=force)
+        except (RecipeError, StoreError) as e:
+            fail(str(e))
+        if res.skipped_existing:
+            console.print(f"  run {res.run_id} already finished in {res.db}: skipped (--force re-runs it)")
+        if res.judge is not None and res.judge.failed:
+            console.print(f"  [yellow]judge: {res.judge.failed} of {res.judge.judged} judgments failed[/]")
+        results.append((spec, res))
+    console.print(score_table(results))
+
+
+def _cell(m: dict | None, pct: bool = True) -> str:
+    if not m:
+        return "–"
+    k = 100 if pct else 1
+    if m.get("ci_low") is None:
+        return f"{k * m['mean']:.1f}"
+    half = (m["ci_high"] - m["ci_low"]) / 2
+    return f"{k * m['mean']:.1f}±{k * half:.1f}"
+
+
+def score_table(results) -> Table:
+    t = Table(title="steper-bench eval (± half a 95% bootstrap interval)", caption=", ".join(
+        f"{r.model}: run {r.run_id}" + (" (stored)" if r.skipped_existing else "") for _, r in results))
+    for col in ("model", "method", "n", "EM", "F1", "Acc", "steps", "SP rec", "s/q", "judge i/e/a"):
+        t.add_column(col, justify="left" if col in ("model", "method") else "right")
+    for spec, r in results:
+        m = r.metrics
+        judge = "/".join(f"{m[f'judge_{a}']['mean']:.2f}" if f"judge_{a}" in m else "–"
+                         for a in ("initialization", "expansion", "aggregation"))
+        t.add_row(
+            r.model, r.method, str(r.n),
+            _cell(m.get("em")), _cell(m.get("f1")), _cell(m.get("acc")),
+            f"{m['steps_used']['mean']:.2f}" if "steps_used" in m else "–",
+            _cell(m.get("sp_recall")),
+            f"{m['latency_s']['mean']:.2f}" if "latency_s" in m else "–",
+            judge,
+        )
+    return t

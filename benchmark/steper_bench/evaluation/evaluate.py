@@ -1,0 +1,236 @@
+"""`evaluate(recipe, model=...)`: run a student through the multi-step loop over the eval split,
+score it with lm-evaluation-harness (our steper_* tasks), and store everything in DuckDB.
+
+Scores per sample are lm-eval's logged ones (computed by steper_bench.metrics through the
+task's process_results hook); the step trace comes from the loop's trajectories, which lm-eval
+does not keep. A run with the same run_id already finished in the file is skipped (and said
+so); `force=True` replaces it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from steper_bench.evaluation import store, trace
+from steper_bench.evaluation.models import describe, parse_model_spec
+from steper_bench.recipe import GeneratorConfig, Recipe
+
+log = logging.getLogger(__name__)
+
+# eval fields that do not change a model's numbers: which models to run, the judge, the file.
+_EVAL_NOT_RESULTS = ("models", "include_teacher", "judge")
+VERSIONED = ("steper-bench", "lm_eval", "transformers", "torch", "openai", "duckdb", "bm25s", "datasets")
+
+
+@dataclass
+class EvalResult:
+    run_id: str
+    model: str
+    method: str
+    metrics: dict[str, dict]  # metric -> {mean, ci_low, ci_high, n}
+    n: int
+    seconds: float
+    skipped_existing: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    db: str = ""
+    judge: object = None  # JudgeSummary when recipe.eval.judge.enabled
+    # lm-eval's own output for this run: {"results": aggregated metrics of the task,
+    # "samples": {question id: {"prediction", "em", "f1", "acc"}}} (None when skipped)
+    lm_eval: dict | None = None
+
+
+def eval_hash(recipe: Recipe) -> str:
+    """What a student's numbers depend on: source, corpus, framework and the eval settings
+    except the model list, teacher flag and judge (adding a model must not rename other runs)."""
+    d = recipe.hashed_dict(("source", "corpus", "framework", "eval"))
+    d["eval"] = {k: v for k, v in d["eval"].items() if k not in _EVAL_NOT_RESULTS}
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_run_id(recipe: Recipe, identity: str, limit: int | None) -> str:
+    blob = json.dumps([eval_hash(recipe), identity, recipe.eval.split, limit], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_db(recipe: Recipe) -> Path:
+    return Path(recipe.eval.db)  # relative to the current directory, like any output path given
+
+
+def default_models(recipe: Recipe) -> list[str]:
+    models = list(recipe.eval.models)
+    if recipe.eval.include_teacher and "teacher" not in models:
+        models.append("teacher")
+    return models
+
+
+def evaluate(recipe: Recipe, *, model: str, db: str | Path | None = None, limit: int | None = None,
+             force: bool = False, progress: bool = True, cache=None) -> EvalResult:
+    t0 = time.perf_counter()
+    db = Path(db) if db is not None else default_db(recipe)
+    limit = limit or recipe.eval.limit
+    cfg, method = parse_model_spec(model, recipe)
+    info = describe(cfg)
+    run_id = make_run_id(recipe, info.identity, limit)
+    if not force:
+        con = store.connect(db)
+        try:
+            done = store.finished_run(con, run_id)
+        finally:
+            con.close()
+        if done is not None:
+            return EvalResult(run_id, info.model, method, done["metrics"], done["n"],
+                              time.perf_counter() - t0, skipped_existing=True, db=str(db))
+    started = _now()
+    if cache is None:
+        from steper_bench.cache import RequestCache
+        from steper_bench.runs import RunPaths
+
+        cache = RequestCache(RunPaths.for_recipe(recipe).cache)
+    from steper_bench.evaluation.runner import StudentRunner
+
+    runner = StudentRunner.from_recipe(recipe, cfg, limit=limit, cache=cache, progress=progress)
+    try:
+        lm_samples, lm_results, trajectories, lm_seconds = run_lm_eval(recipe, runner)
+    finally:
+        runner.close()
+    t = time.perf_counter()
+    run = _run_row(recipe, run_id, cfg, info, method, runner, started)
+    samples, steps, paragraphs = _rows(run_id, runner, lm_samples, trajectories)
+    run["n"] = len(samples)
+    con = store.connect(db)
+    try:
+        metrics = store.write_run(con, run, samples, steps, paragraphs, _sigma_rows(run_id, cfg))
+    finally:
+        con.close()
+    timings = {**runner.timings, "lm_eval_s": lm_seconds, "store_s": time.perf_counter() - t}
+    judged = None
+    if recipe.eval.judge.enabled:
+        from steper_bench.evaluation.judge import judge_runs
+
+        t = time.perf_counter()
+        judged = judge_runs(recipe, db=db, run_ids=[run_id], cache=cache)
+        metrics = {**metrics, **{k: v for k, v in _reread(db, run_id).items() if k.startswith("judge_")}}
+        timings["judge_s"] = time.perf_counter() - t
+    lm_view = {"results": lm_results, "samples": {
+        qid: {"prediction": _lm_prediction(s, ""), **{m: float(s[m]) for m in ("em", "f1", "acc")}}
+        for qid, s in lm_samples.items()}}
+    return EvalResult(run_id, info.model, method, metrics, len(samples), time.perf_counter() - t0,
+                      timings=timings, db=str(db), judge=judged, lm_eval=lm_view)
+
+
+def _reread(db: Path, run_id: str) -> dict[str, dict]:
+    con = store.connect(db, read_only=True)
+    try:
+        return store.read_metrics(con, run_id)
+    finally:
+        con.close()
+
+
+def run_lm_eval(recipe: Recipe, runner) -> tuple[dict[str, dict], dict, dict, float]:
+    """simple_evaluate over the runner's questions; (logged samples by question id, the task's
+    aggregated results, trajectories by question id, seconds)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from steper_bench.lm_eval import TASK_NAMES, TASKS_DIR, MultiStepLM
+    from steper_bench.lm_eval.hooks import register_docs, release_docs
+
+    task = TASK_NAMES[recipe.source.dataset]
+    key = register_docs(runner.questions)
+    lm = MultiStepLM(runner=runner)
+    t = time.perf_counter()
+    try:
+        tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"docs_key": key})
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=[task], task_manager=tm, log_samples=True, bootstrap_iters=0,
+            num_fewshot=0, random_seed=recipe.source.seed,
+        )
+    finally:
+        release_docs(key)
+    logged = {s["doc"]["id"]: s for s in out["samples"][task]}
+    if len(logged) != len(runner.questions):
+        raise RuntimeError(f"lm-eval logged {len(logged)} samples for {len(runner.questions)} questions")
+    return logged, dict(out["results"][task]), lm.trajectories, time.perf_counter() - t
+
+
+def _rows(run_id: str, runner, lm_samples: dict, trajectories: dict):
+    samples, steps, paragraphs = [], [], []
+    for q in runner.questions:
+        traj = trajectories[q.id]
+        logged = lm_samples[q.id]
+        row = trace.sample_row(run_id, q, traj)
+        # The scores stored are lm-eval's (our metrics through the task hook).
+        row.update({m: float(logged[m]) for m in ("em", "f1", "acc")})
+        row["prediction"] = _lm_prediction(logged, traj.prediction)
+        samples.append(row)
+        steps += trace.step_rows(run_id, q, traj)
+        paragraphs += trace.paragraph_rows(run_id, q, traj)
+    return samples, steps, paragraphs
+
+
+def _lm_prediction(logged: dict, fallback: str) -> str:
+    resp = logged.get("filtered_resps") or logged.get("resps") or [fallback]
+    while isinstance(resp, list):
+        resp = resp[0] if resp else fallback
+    return str(resp)
+
+
+def _run_row(recipe: Recipe, run_id: str, cfg: GeneratorConfig, info, method: str, runner, started) -> dict:
+    return {
+        "run_id": run_id, "recipe_name": recipe.name, "recipe_hash": recipe.hash, "eval_hash": eval_hash(recipe),
+        "model": info.model, "model_revision": info.revision, "model_family": info.family,
+        "model_size_b": info.size_b, "backend": info.backend, "method": method,
+        "teacher": recipe.teacher.model, "dataset": recipe.source.dataset,
+        "dataset_revision": runner.dataset_revision, "split": recipe.eval.split,
+        "versions": _versions(), "git_commit": _git_commit(recipe),
+        "seeds": {"source": recipe.source.seed, "generator": cfg.seed, "bootstrap": store.BOOTSTRAP_SEED},
+        "started_at": started, "finished_at": _now(), "status": "finished",
+    }
+
+
+def _sigma_rows(run_id: str, cfg: GeneratorConfig) -> list[dict]:
+    """The trained student's learned sigma per kind over training (weights.json history)."""
+    f = Path(cfg.model) / "weights.json"
+    if cfg.backend != "transformers" or not f.exists():
+        return []
+    try:
+        history = json.loads(f.read_text()).get("history") or []
+    except (OSError, json.JSONDecodeError):
+        return []
+    rows = {}
+    for point in history:
+        for kind, sigma in point.items():
+            if kind != "step" and isinstance(sigma, (int, float)):
+                rows[(int(point.get("step", 0)), kind)] = float(sigma)
+    return [{"run_id": run_id, "step": s, "kind": k, "sigma": v} for (s, k), v in sorted(rows.items())]
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit(recipe: Recipe) -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=recipe.base_dir, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,140 @@
+"""`--model` specs for the student under evaluation, and what the results store records of it.
+
+    supporting-facts        the silver teacher (gold supporting sentences) as a reference row
+    teacher                 the recipe's teacher config
+    trained:METHOD          this recipe's trained student (RunPaths.train(METHOD))
+    openai:MODEL@BASE_URL   an OpenAI-compatible endpoint, completions API (lm-eval's
+                            local-completions semantics); openai:MODEL alone means OpenAI itself
+    anything else           a local folder (full model or LoRA adapter) or a Hub id: transformers
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from steper_bench.recipe import GeneratorConfig, Recipe, RecipeError
+from steper_bench.runs import RunPaths
+
+METHODS = ("steper", "steper-uniform", "vanilla-kd", "teacher", "silver", "base")
+_OPENAI = re.compile(r"^openai:(?P<model>.+?)(?:@(?P<url>https?://.+))?$")
+_SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)\s*[bB](?![A-Za-z])")
+_FAMILIES = ("llama", "qwen", "mistral", "mixtral", "gemma", "phi", "deepseek", "olmo", "gpt", "smollm", "falcon")
+
+
+def parse_model_spec(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
+    """(generator config, method label) for one --model value."""
+    spec = spec.strip()
+    if not spec:
+        raise RecipeError("--model: empty model spec")
+    common = {"batch_size": recipe.eval.batch_size, "concurrency": recipe.eval.concurrency}
+    if spec == "supporting-facts":
+        return GeneratorConfig(backend="supporting-facts", model="supporting-facts"), "silver"
+    if spec == "teacher":
+        t = recipe.teacher.model_copy()
+        return t, "silver" if t.backend == "supporting-facts" else "teacher"
+    if spec.startswith("trained:"):
+        method = spec.split(":", 1)[1]
+        folder = RunPaths.for_recipe(recipe).train(method)
+        if not (folder / "train_summary.json").exists():
+            raise RecipeError(
+                f"--model {spec}: no trained {method} student at {folder}; run steper-bench train first "
+                f"(steper-bench train {recipe.path or 'RECIPE'})"
+            )
+        return GeneratorConfig(backend="transformers", model=str(folder), **common), method
+    m = _OPENAI.match(spec)
+    if m:
+        url = m.group("url")
+        key = "${env:OPENAI_API_KEY}" if (url is None or "OPENAI_API_KEY" in os.environ) else None
+        cfg = GeneratorConfig(backend="openai", model=m.group("model"), base_url=url, api_key=key,
+                              api="completions", **common)
+        return cfg, "base"
+    local = Path(os.path.expanduser(spec))
+    if local.exists():
+        summary = local / "train_summary.json"
+        method = json.loads(summary.read_text()).get("method", "base") if summary.exists() else "base"
+        return GeneratorConfig(backend="transformers", model=str(local.resolve()), **common), method
+    if spec.count("/") > 1 or spec.startswith((".", "/", "~")):
+        raise RecipeError(f"--model {spec}: no such folder (and not a Hub id like org/name)")
+    return GeneratorConfig(backend="transformers", model=spec, **common), "base"
+
+
+@dataclass
+class ModelInfo:
+    model: str  # what the leaderboard shows
+    identity: str  # what the run id hashes: backend, model, public base url, revision
+    revision: str
+    family: str
+    size_b: float | None
+    backend: str
+    base_model: str  # for trained students: the student they started from
+
+
+def describe(cfg: GeneratorConfig) -> ModelInfo:
+    """Leaderboard facts about a generator; never includes credentials."""
+    from steper_bench.generation.openai_compat import public_url
+
+    base_url = public_url(cfg.base_url) if cfg.base_url and "${" not in cfg.base_url else (cfg.base_url or "")
+    name, base = cfg.model, cfg.model
+    local = Path(cfg.model)
+    if cfg.backend == "transformers" and local.exists():
+        base = _base_model_name(local)
+        name = f"{base} ({local.name})" if base not in (cfg.model, local.name) else local.name
+    identity = json.dumps([cfg.backend, cfg.model, base_url, cfg.revision or ""])
+    size = _size_from_name(base) or _size_from_name(cfg.model)
+    if size is None and cfg.backend == "transformers" and local.exists():
+        size = _counted_size_b(local)
+    return ModelInfo(name, identity, cfg.revision or "", _family(f"{base} {cfg.model}", local), size, cfg.backend, base)
+
+
+def _base_model_name(folder: Path) -> str:
+    """A trained student's or adapter's starting model, else the folder name."""
+    for fname, key in (("train_summary.json", "base_model"), ("adapter_config.json", "base_model_name_or_path")):
+        f = folder / fname
+        if f.exists():
+            try:
+                v = json.loads(f.read_text()).get(key)
+            except (OSError, json.JSONDecodeError):
+                v = None
+            if v:
+                return str(v)
+    return folder.name
+
+
+def _size_from_name(name: str) -> float | None:
+    m = _SIZE.search(name.rsplit("/", 1)[-1])
+    return float(m.group(1)) if m else None
+
+
+def _family(text: str, local: Path) -> str:
+    low = text.lower()
+    for fam in _FAMILIES:
+        if fam in low:
+            return fam
+    cfg = local / "config.json"
+    if cfg.exists():
+        try:
+            return str(json.loads(cfg.read_text()).get("model_type", ""))
+        except (OSError, json.JSONDecodeError):
+            pass
+    return ""
+
+
+def _counted_size_b(folder: Path) -> float | None:
+    """Parameters counted from safetensors headers (no weights loaded), in billions."""
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        with f.open("rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for k, v in header.items():
+            if k != "__metadata__":
+                count = 1
+                for d in v["shape"]:
+                    count *= d
+                total += count
+    return round(total / 1e9, 6) if total else None

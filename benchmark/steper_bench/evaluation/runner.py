@@ -1,0 +1,81 @@
+"""The student side of the multi-step engine: questions, retriever, generator, loop settings.
+
+The same `run_loop` that builds teacher trajectories runs here with `role="student"` settings
+(eval.few_shot, eval.max_new_tokens). The retrieval corpus is the one the build used: pooled
+over the train and test questions of the recipe's source.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from steper_bench.recipe import GeneratorConfig, Recipe
+from steper_bench.records import Question, Trajectory
+
+
+@dataclass
+class StudentRunner:
+    questions: list[Question]  # the evaluated questions, in order
+    retriever: object
+    generator: object
+    settings: object  # reasoning.loop.LoopSettings
+    recipe_hash: str = ""
+    dataset_revision: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.by_id = {q.id: q for q in self.questions}
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, cfg: GeneratorConfig, *, limit: int | None = None,
+                    cache=None, progress: bool = True) -> StudentRunner:
+        from steper_bench.generation import make_generator
+        from steper_bench.reasoning.loop import LoopSettings
+        from steper_bench.retrieval import make_retriever
+        from steper_bench.runs import RunPaths
+        from steper_bench.sources import load_questions
+
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        split = recipe.eval.split
+        loaded = load_questions(recipe, split)
+        questions = loaded.questions
+        limit = limit or recipe.eval.limit
+        if limit:
+            questions = questions[:limit]
+        pool = list(loaded.questions)
+        other = "train" if split == "test" else "test"
+        if recipe.corpus.mode == "pooled" and _has_split(recipe, other):
+            pool = load_questions(recipe, other).questions + pool  # the build's corpus: train + test
+        timings["load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        paths = RunPaths.for_recipe(recipe)
+        retriever = make_retriever(recipe, pool, paths.root / "index", cache)
+        timings["index_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        settings = LoopSettings.from_recipe(recipe, role="student")
+        generator = make_generator(cfg, cache, max_new_tokens=settings.max_new_tokens)
+        timings["model_load_s"] = time.perf_counter() - t
+        return cls(questions, retriever, generator, settings, recipe.hash, loaded.revision, timings, progress)
+
+    def run(self, questions: list[Question]) -> list[Trajectory]:
+        """One multi-step loop over all of them: every step is one batch across questions."""
+        from steper_bench.reasoning.loop import run_loop
+
+        t = time.perf_counter()
+        out = run_loop(questions, self.retriever, self.generator, self.settings,
+                       progress=self.progress, recipe_hash=self.recipe_hash)
+        self.timings["loop_s"] = self.timings.get("loop_s", 0.0) + time.perf_counter() - t
+        return out
+
+    def close(self) -> None:
+        close = getattr(self.generator, "close", None)
+        if close:
+            close()
+
+
+def _has_split(recipe: Recipe, split: str) -> bool:
+    src = recipe.source
+    return bool((src.train_file if split == "train" else src.test_file) or src.hub_id)
