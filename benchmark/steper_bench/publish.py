@@ -17,12 +17,12 @@ Set HF_ENDPOINT for a mirror (and in tests for the local Hub emulator).
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from pathlib import Path
 from typing import Any
 
 from steper_bench.cards import render_card, split_front_matter
+from steper_bench.provenance import package_versions
 from steper_bench.recipe import Recipe
 from steper_bench.runs import RunPaths
 from steper_bench.stepwise import CONFIGS
@@ -78,7 +78,6 @@ PAPER_SETTINGS = [
     ("epochs", "2", lambda r: f"{r.train.num_train_epochs:g}"),
     ("test questions", "500 (IRCoT subsample)", lambda r: str(r.source.test_limit)),
 ]
-VERSIONED = ("steper-bench", "datasets", "huggingface_hub", "pyarrow", "bm25s", "transformers", "openai")
 
 
 class PublishError(RuntimeError):
@@ -88,14 +87,6 @@ class PublishError(RuntimeError):
 # -- card -------------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _size_category(n: int) -> str:
@@ -161,7 +152,7 @@ def dataset_card(recipe: Recipe, summary, loaded: dict | None = None) -> str:
         recipe_hash=recipe.hash,
         build_hash=summary.build_hash,
         seeds={"source.seed": recipe.source.seed, "teacher.seed": recipe.teacher.seed, "train.seed": recipe.train.seed},
-        versions=_versions(),
+        versions=package_versions(),
         settings_table=[(name, paper, f(recipe)) for name, paper, f in PAPER_SETTINGS],
         our_choices=recipe.our_choices,
         license=LICENSES[ds],

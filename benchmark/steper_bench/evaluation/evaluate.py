@@ -13,21 +13,19 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import subprocess
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from steper_bench.evaluation import store, trace
 from steper_bench.evaluation.models import describe, parse_model_spec
+from steper_bench.provenance import git_commit, package_versions
 from steper_bench.recipe import GeneratorConfig, Recipe
 
 log = logging.getLogger(__name__)
 
 # eval fields that do not change a model's numbers: which models to run, the judge, the file.
 _EVAL_NOT_RESULTS = ("models", "include_teacher", "judge")
-VERSIONED = ("steper-bench", "lm_eval", "transformers", "torch", "openai", "duckdb", "bm25s", "datasets")
 
 
 @dataclass
@@ -191,7 +189,7 @@ def _run_row(recipe: Recipe, run_id: str, cfg: GeneratorConfig, info, method: st
         "model_size_b": info.size_b, "backend": info.backend, "method": method,
         "teacher": recipe.teacher.model, "dataset": recipe.source.dataset,
         "dataset_revision": runner.dataset_revision, "split": recipe.eval.split,
-        "versions": _versions(), "git_commit": _git_commit(recipe),
+        "versions": package_versions(), "git_commit": git_commit(recipe.base_dir),
         "seeds": {"source": recipe.source.seed, "generator": cfg.seed, "bootstrap": store.BOOTSTRAP_SEED},
         "started_at": started, "finished_at": _now(), "status": "finished",
     }
@@ -214,22 +212,8 @@ def _sigma_rows(run_id: str, cfg: GeneratorConfig) -> list[dict]:
     return [{"run_id": run_id, "step": s, "kind": k, "sigma": v} for (s, k), v in sorted(rows.items())]
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
-def _git_commit(recipe: Recipe) -> str | None:
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=recipe.base_dir, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return r.stdout.strip() or None if r.returncode == 0 else None
 
 
 def _now() -> dt.datetime:

@@ -185,7 +185,9 @@ def _generate(
             index=index, query=query, retrieved_pids=[p.pid for p in found], new_pids=new,
             context_pids=[p.pid for p in context], prompt_hash=prompt_hash(prompt), reasoning="",
         )
-        if not forced and not found:
+        # IRCoT goes on with what it has when a later query finds nothing new; a step with no
+        # paragraphs at all has nothing to reason over and fails.
+        if not forced and not context:
             step.error = "empty query" if not query else "retrieval returned no paragraphs"
             _stop(st, step, "failed")
             continue
