@@ -74,7 +74,8 @@ class BuildSummary:
     seconds: float = 0.0
     requests: int = 0  # generator requests that were not answered from the cache
     cache_hits: int = 0
-    errors: int = 0
+    errors: int = 0  # requests that still failed after their retries
+    retries: int = 0  # transport retries (429, 5xx, timeouts) the generator made
     estimated_requests: int = 0  # dry run: upper bound for the remaining questions
     dry_run: bool = False
     shard: tuple[int, int] | None = None
@@ -107,7 +108,8 @@ class BuildSummary:
                          "questions (questions x (max_steps + 1 forced answer step)); nothing was called")
         else:
             t = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
-            lines.append(f"  requests {self.requests}, cache hits {self.cache_hits}, errors {self.errors}; "
+            lines.append(f"  requests {self.requests}, cache hits {self.cache_hits}, retries {self.retries}, "
+                         f"failed {self.errors}; "
                          f"{self.seconds:.1f}s ({t})")
         lines += [f"  {k}: {v}" for k, v in self.paths.items()]
         return "\n".join(lines)
@@ -468,6 +470,7 @@ def _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say
             done[split].update({t.question_id: t for t in trajs})
             summary.splits[split].generated = len(trajs)
     finally:
+        summary.retries = getattr(generator, "stats", {}).get("retries", 0)
         generator.close()
     return done
 

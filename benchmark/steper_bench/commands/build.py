@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from steper_bench.commands.common import RecipeArg, SetOpt, console, fail, load
+from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
 
 
 def build(
@@ -21,20 +21,12 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run the teacher, filter, expand step-wise and write the dataset (resumable)."""
-    from steper_bench.build import BuildError, build as run_build
-    from steper_bench.publish import PublishError
-    from steper_bench.recipe import RecipeError
+    from steper_bench.build import build as run_build
 
     r = load(recipe, set_)
-    try:
+    with user_facing():
         summary = run_build(r, limit=limit, shard=shard, merge=merge, dry_run=dry_run, output=output, push=push,
                             strict=strict, progress=not quiet, log=lambda m: console.print(m, highlight=False, markup=False))
-    except (BuildError, PublishError, RecipeError) as e:
-        fail(str(e))
-    except Exception as e:  # engine errors a user can act on (sources, generators) carry their message
-        if type(e).__name__ in ("SourceError", "GeneratorError", "FileNotFoundError"):
-            fail(str(e))
-        raise
     if summary.shard:
         i, n = summary.shard
         console.print(f"shard {i}/{n} done; after all {n} shards run: steper-bench build {recipe} --merge")

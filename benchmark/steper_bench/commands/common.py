@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from contextlib import contextmanager
+
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,3 +33,34 @@ def load(recipe: Path, sets: list[str] | None) -> Recipe:
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     raise typer.Exit(code)
+
+
+# A full disk, a read-only folder or a missing permission: the message says which file.
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message tells a user what to fix: print it, no traceback."""
+    from steper_bench.build import BuildError
+    from steper_bench.evaluation.store import StoreError
+    from steper_bench.generation import GeneratorError
+    from steper_bench.publish import PublishError
+    from steper_bench.sources.base import SourceError
+
+    return (RecipeError, BuildError, StoreError, GeneratorError, PublishError, SourceError, FileNotFoundError)
+
+
+@contextmanager
+def user_facing():
+    """The error boundary of a stage command: known errors become one clear line and exit 2.
+    Finished work is already on disk (every writer writes to a temporary name, then renames)."""
+    try:
+        yield
+    except user_errors() as e:
+        fail(str(e))
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        fail(f"cannot write{where}: {e.strerror or e}. Free space or make the folder writable, then re-run: "
+             "finished work is kept and the run resumes.")

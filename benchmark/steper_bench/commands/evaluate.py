@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from steper_bench.commands.common import RecipeArg, SetOpt, console, fail, load
-from steper_bench.recipe import RecipeError
+from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
 
 ModelOpt = Annotated[
     Optional[list[str]],
@@ -29,16 +28,13 @@ def evaluate(
     """Run students through the multi-step loop on the eval split; score with lm-eval; store in DuckDB."""
     from steper_bench.evaluation import default_models
     from steper_bench.evaluation import evaluate as run_eval
-    from steper_bench.evaluation.store import StoreError
 
     r = load(recipe, set_)
     results = []
     for spec in model or default_models(r):
         console.print(f"[bold]eval[/] {spec} on {r.source.dataset} ({r.eval.split})")
-        try:
+        with user_facing():
             res = run_eval(r, model=spec, db=db, force=force)
-        except (RecipeError, StoreError) as e:
-            fail(str(e))
         if res.skipped_existing:
             console.print(f"  run {res.run_id} already finished in {res.db}: skipped (--force re-runs it)")
         if res.judge is not None and res.judge.failed:

@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from steper_bench.commands.common import RecipeArg, SetOpt, console, fail, load
-from steper_bench.recipe import RecipeError
+from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
 
 
 def judge(
@@ -22,11 +21,10 @@ def judge(
     """Grade reasoning initialization / expansion / aggregation with an LLM judge (1-5, rubric steper-judge-v1)."""
     from steper_bench.evaluation.evaluate import default_db
     from steper_bench.evaluation.judge import judge_pairwise, judge_runs
-    from steper_bench.evaluation.store import StoreError
 
     r = load(recipe, set_)
     db = db or default_db(r)
-    try:
+    with user_facing():
         if pairwise:
             s = judge_pairwise(r, db=db, run_a=pairwise[0], run_b=pairwise[1])
             t = Table(title=f"pairwise {s.run_a} vs {s.run_b} (judge {s.judge_model}, {s.rubric_version})")
@@ -37,8 +35,6 @@ def judge(
             console.print(t)
             return
         s = judge_runs(r, db=db, run_ids=run or None)
-    except (RecipeError, StoreError) as e:
-        fail(str(e))
     t = Table(title=f"judge {s.judge_model} ({s.rubric_version}): {s.judged} judgments, {s.failed} failed, "
                     f"{s.cached} cached, {s.seconds:.1f}s")
     for col in ("run", "initialization", "expansion", "aggregation"):

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from steper_bench.commands.common import RecipeArg, SetOpt, console, fail, load
+from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
 
 
 def publish(
@@ -16,12 +16,10 @@ def publish(
     private: Annotated[Optional[bool], typer.Option("--private/--public", help="Visibility of a new repo.")] = None,
 ) -> None:
     """Push every config, the card and the recipe to the Hub; tag the recipe hash (re-runnable)."""
-    from steper_bench.publish import PublishError, publish as run_publish
+    from steper_bench.publish import publish as run_publish
 
     r = load(recipe, set_)
-    try:
+    with user_facing():
         url = run_publish(r, data_dir=data_dir, repo_id=repo_id, private=private,
                           log=lambda m: console.print(m, highlight=False, markup=False))
-    except PublishError as e:
-        fail(str(e))
     typer.echo(url)

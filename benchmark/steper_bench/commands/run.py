@@ -1,3 +1,30 @@
-def run() -> None:
-    """(being written)"""
-    raise NotImplementedError
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from steper_bench.commands.common import RecipeArg, SetOpt, console, fail, load, user_facing
+
+
+def run(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    force: Annotated[Optional[list[str]], typer.Option(
+        "--force", help="Redo a stage even if done: build, train, eval, judge or all (repeatable).")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="Print where the time went per stage and phase.")] = False,
+    db: Annotated[Optional[Path], typer.Option(help="Results DuckDB file (default: eval.db).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Build -> train -> eval (-> judge) into the results database; finished stages are skipped."""
+    from steper_bench.pipeline import STAGES, profile_table, run as run_pipeline
+
+    r = load(recipe, set_)
+    if unknown := set(force or []) - {*STAGES, "all"}:
+        fail(f"--force {', '.join(sorted(unknown))}: allowed stages are {', '.join(STAGES)} or all")
+    with user_facing():
+        report = run_pipeline(r, force=set(force or []), db=db, progress=not quiet,
+                              say=lambda m: console.print(m, highlight=False, markup=False))
+    if profile:
+        console.print(profile_table(report))

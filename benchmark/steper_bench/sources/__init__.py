@@ -184,6 +184,8 @@ def _json_array_rows(data: bytes, origin: str) -> Iterator[Row]:
     while True:
         pos = _skip_ws(text, pos)
         if pos < len(text) and text[pos] == "]":
+            if text[pos + 1:].strip():  # e.g. a JSONL file whose first line is a list: never drop the rest silently
+                raise SourceError(f"{origin}:{text.count(chr(10), 0, pos) + 1}: invalid JSON (data after the closing ']')")
             return
         line = text.count("\n", 0, pos) + 1
         try:
