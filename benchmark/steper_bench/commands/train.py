@@ -1,3 +1,52 @@
-def train() -> None:
-    """(being written)"""
-    raise NotImplementedError
+"""`steper-bench train RECIPE`: train a student per method in train.methods (or only --method).
+
+Multi-GPU: accelerate launch --config_file recipes/zero3.yaml -m steper_bench train RECIPE
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from steper_bench.commands.common import RecipeArg, SetOpt, console, fail, load, user_facing
+
+
+def train(
+    recipe: RecipeArg,
+    method: Annotated[
+        Optional[str], typer.Option("--method", help="steper | steper-uniform | vanilla-kd (default: train.methods).")
+    ] = None,
+    data: Annotated[
+        Optional[str], typer.Option("--data", help="Built dataset folder or Hub dataset id (default: this build).")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", help="Output folder (several methods: one subfolder each).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint in the output folder.")
+    ] = True,
+    sets: SetOpt = None,
+) -> None:
+    """Fine-tune the student on the step-wise data: StepER (difficulty-aware), its uniform ablation, vanilla KD."""
+    from steper_bench.training import METHODS
+    from steper_bench.training import train as train_one
+
+    r = load(recipe, sets)
+    methods = [method] if method else list(r.train.methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        fail(f"--method {unknown[0]!r} is unknown (allowed: {', '.join(METHODS)})")
+    for m in methods:
+        out = None if output is None else (output if len(methods) == 1 else output / m)
+        console.print(f"[bold]train[/] {m} on {data or r.train.data or 'the built dataset'}")
+        with user_facing():
+            res = train_one(r, method=m, data=data, output=out, resume=resume)
+        if res.skipped_existing:
+            console.print(f"  {m}: already trained in {res.output_dir} (skipped)")
+            continue
+        sig = ", ".join(f"{k}={v:.3f}" for k, v in res.sigmas.items()) if m == "steper" else "fixed"
+        counts = ", ".join(f"{k}={n}" for k, n in res.n_examples.items())
+        console.print(f"  {m}: {res.steps} steps in {res.seconds:.1f} s; examples {counts}; sigma {sig}")
+        console.print(f"  -> {res.output_dir}")
