@@ -56,13 +56,7 @@ def _train(sets):
     return ["train", str(QUICKSTART), "--method", "steper", *sets_args(sets)]
 
 
-TORN_CHECKPOINT = pytest.mark.xfail(strict=True, reason=(
-    "product bug (reported): training/pipeline.py _last_checkpoint resumes from the newest checkpoint-* folder "
-    "even when a kill cut it mid-write, and trainer.py writes log_variances.pt in place after trainer_state.json; "
-    "the re-run stops with \"Can't find a valid checkpoint\" until the folder is deleted by hand"))
-
-
-@pytest.mark.parametrize("moment", ["checkpoint-complete", pytest.param("checkpoint-appears", marks=TORN_CHECKPOINT)])
+@pytest.mark.parametrize("moment", ["checkpoint-complete", "checkpoint-appears"])
 def test_kill_during_training_resumes_to_the_clean_result(clean_run, tmp_path, moment):
     """Kill `steper-bench train` once checkpoint-2 is complete (its s_j file written), or as soon
     as its folder appears (mid-write); the re-run resumes and ends with the clean run's sigmas."""

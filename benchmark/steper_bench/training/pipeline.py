@@ -196,9 +196,13 @@ def _peft_config(lora):
 
 
 def _last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a folder
+    without it was cut mid-write by a crash and is skipped."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    done = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+            if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if done else None
 
 
 def _finished(out: Path, train_hash: str, method: str) -> TrainResult | None:

@@ -233,13 +233,15 @@ class StepERTrainer(SFTTrainer):
         self.sigma_history = list(state.get("history", []))
         self._curve_done, self._curve = list(state.get("loss_curve", [])), []
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+    def _save_optimizer_and_scheduler(self, output_dir):
+        # Saved here, not after the whole checkpoint: this runs before trainer_state.json, which
+        # the Trainer writes last, so a checkpoint with trainer_state.json is complete.
+        super()._save_optimizer_and_scheduler(output_dir)
         if self.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-            ckpt = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            torch.save(self.log_variances_state(), ckpt / LOGVAR_FILE)
+            path = Path(output_dir) / LOGVAR_FILE
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save(self.log_variances_state(), tmp)
+            os.replace(tmp, path)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         # s_j (and their optimizer) first, then the model's optimizer state.
