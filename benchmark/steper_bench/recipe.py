@@ -186,7 +186,7 @@ class EvalConfig(Section):
 class Recipe(Section):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = Unhashed("")
-    runs_dir: str = Unhashed("runs")  # run folders live here, relative to the recipe
+    runs_dir: str = Unhashed("runs")  # run folders live here, relative to the current folder (like eval.db)
     source: SourceConfig
     corpus: CorpusConfig = CorpusConfig()
     framework: FrameworkConfig = FrameworkConfig()

@@ -28,7 +28,9 @@ class RunPaths:
 
     @classmethod
     def for_recipe(cls, recipe: Recipe) -> RunPaths:
-        runs_dir = recipe.resolve_path(recipe.runs_dir)
+        # Outputs go where the user runs the command (like results.duckdb); inputs named in the
+        # recipe resolve from the recipe's folder.
+        runs_dir = Path(os.path.expanduser(recipe.runs_dir)).absolute()
         return cls(runs_dir, runs_dir / f"{recipe.name}-{recipe.stage_hash('build')}", recipe)
 
     @property
