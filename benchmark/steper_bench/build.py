@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steper_bench.recipe import ENV_PATTERN, Recipe
+from steper_bench.recipe import Recipe, RecipeError, expand_env
 from steper_bench.records import Question, Trajectory
 from steper_bench.runs import RunPaths, atomic_write_text
 
@@ -136,14 +136,11 @@ def preflight(recipe: Recipe, *, network: bool = True) -> list[str]:
     notes: list[str] = []
     t = recipe.teacher
     if t.backend == "openai":
-        for name in ("base_url", "api_key"):
-            value = getattr(t, name) or ""
-            for var in ENV_PATTERN.findall(value):
-                if var not in os.environ:
-                    raise BuildError(
-                        f"{var} is not set (teacher.{name}: {value}): export {var}=... "
-                        "or use recipes/quickstart.yaml for an offline run"
-                    )
+        try:
+            expand_env(t.base_url, what="teacher.base_url")
+            expand_env(t.api_key, what="teacher.api_key")
+        except RecipeError as e:
+            raise BuildError(f"{e} or use recipes/quickstart.yaml for an offline run") from None
         if not t.base_url and not (t.api_key or os.environ.get("OPENAI_API_KEY")):
             raise BuildError("teacher.base_url is not set and there is no OPENAI_API_KEY: set teacher.base_url "
                              "to an OpenAI-compatible endpoint (e.g. vLLM) or export OPENAI_API_KEY")
@@ -162,31 +159,17 @@ def _hub_splits(recipe: Recipe) -> list[str]:
 def _check_hub(recipe: Recipe, notes: list[str]) -> None:
     if not _hub_splits(recipe):
         return
-    hub_id = recipe.source.hub_id
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        notes.append(f"HF_HUB_OFFLINE is set: source.hub_id={hub_id} must be in the local cache")
-        return
-    import httpx
-    from huggingface_hub import constants, get_token
+    from steper_bench.sources import check_hub
 
-    token = get_token()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = f"{constants.ENDPOINT}/api/datasets/{hub_id}"
-    try:
-        r = httpx.get(url, headers=headers, timeout=5.0)
-    except httpx.HTTPError as e:
-        raise BuildError(
-            f"cannot reach the Hub for source.hub_id={hub_id} at {constants.ENDPOINT} ({type(e).__name__}): "
-            "set source.train_file/test_file to local files or check network/HF_ENDPOINT"
-        ) from None
-    if r.status_code == 404:
-        raise BuildError(f"source.hub_id={hub_id}: no such dataset on {constants.ENDPOINT} (check the id)")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        notes.append(f"HF_HUB_OFFLINE is set: source.hub_id={recipe.source.hub_id} must be in the local cache")
+    check_hub(recipe.source.hub_id)
 
 
 def _check_endpoint(recipe: Recipe) -> None:
     import httpx
 
-    from steper_bench.recipe import expand_env
+    from steper_bench.generation.openai_compat import public_url
 
     t = recipe.teacher
     base = (expand_env(t.base_url, what="teacher.base_url") or "").rstrip("/")
@@ -196,7 +179,7 @@ def _check_endpoint(recipe: Recipe) -> None:
         r = httpx.get(f"{base}/models", headers=headers, timeout=5.0)
     except httpx.HTTPError as e:
         raise BuildError(
-            f"cannot reach the teacher endpoint teacher.base_url={t.base_url} ({type(e).__name__}): "
+            f"cannot reach the teacher endpoint {public_url(base)} (teacher.base_url) ({type(e).__name__}): "
             "start the server (e.g. vLLM) or fix the URL, or use recipes/quickstart.yaml"
         ) from None
     if r.status_code in (401, 403):

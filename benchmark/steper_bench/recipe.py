@@ -278,7 +278,7 @@ def expand_env(value: str | None, *, what: str = "value") -> str | None:
     def sub(m: re.Match) -> str:
         name = m.group(1)
         if name not in os.environ:
-            raise RecipeError(f"{what} needs the environment variable {name}: export {name}=...")
+            raise RecipeError(f"{name} is not set ({what} needs it): export {name}=...")
         return os.environ[name]
 
     return ENV_PATTERN.sub(sub, value)

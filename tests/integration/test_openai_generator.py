@@ -48,7 +48,7 @@ def test_real_server_returns_text(served, api, tmp_path):
         g.close()
     assert all(r.text.strip() and not r.error and not r.cached and r.tokens > 0 for r in out)
     assert g.identity.base_url == url and g.identity.backend == "openai"
-    assert g.stats == {"requests": 3, "calls": 3, "retries": 0, "failures": 0, "cache_hits": 0}
+    assert g.stats == {"requests": 3, "calls": 3, "retries": 0, "errors": 0, "cache_hits": 0}
 
 
 @pytest.mark.slow
@@ -151,7 +151,7 @@ def test_empty_text_is_a_recorded_failure(tmp_path):
         key = g._cache_key(reqs(1)[0])
     assert out[0].text == "" and "empty completion" in out[0].error and server.count == 3
     assert cache.get(key) is None and "empty completion" in cache.failure(key)
-    assert g.stats["failures"] == 1 and cache.stats()["failures"] == 1
+    assert g.stats["errors"] == 1 and cache.stats()["failures"] == 1
 
 
 def test_400_is_not_retried():

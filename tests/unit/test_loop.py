@@ -269,3 +269,53 @@ def test_sentence_complete(text, complete):
     from steper_bench.reasoning.answers import sentence_complete
 
     assert sentence_complete(text) is complete
+
+
+@pytest.mark.parametrize("dataset", ["2wikimultihopqa", "musique"])
+def test_dataset_demos_come_from_train_and_end_with_the_gold_answer(dataset, repo_root):
+    from steper_bench.metrics import exact_match, extract_answer
+
+    data = repo_root / "data" / dataset
+    train = {q.id: q for q in load_file(dataset, data / "train.jsonl", split="train").questions}
+    dev_ids = {q.id for q in load_file(dataset, data / "dev.jsonl", split="test").questions}
+    ids = demo_question_ids(dataset)
+    demos = load_demos(4, dataset)
+    assert {d.qid for d in demos} == ids and len(ids) == 4
+    assert ids <= set(train) and not ids & dev_ids  # train questions: the build leaves them out
+    assert not ids & demo_question_ids("hotpotqa")  # its own file, not the HotpotQA fallback
+    assert len({train[i].type for i in ids}) >= 2  # varied question types
+    for d in demos:
+        q = train[d.qid]
+        assert d.question == q.question
+        assert exact_match(extract_answer(" ".join(d.reasoning)) or "", q.answers) == 1.0
+        assert d.reasoning[-1].endswith(f"So the answer is: {d.answer}.")
+        assert all(first_sentence(s) == s for s in d.reasoning)  # one sentence per step
+        assert not any(extract_answer(s) for s in d.reasoning[:-1])  # only the last step answers
+        texts = {p.text for p in q.paragraphs}
+        assert all(p.text in texts for p in d.paragraphs)  # the dataset's paragraphs, verbatim
+        assert {p.title for p in q.paragraphs if p.is_supporting} <= {p.title for p in d.paragraphs}
+
+
+def test_loop_settings_use_the_dataset_demos_and_name_the_field_when_too_many(repo_root):
+    from steper_bench.recipe import RecipeError
+
+    src = {"dataset": "musique", "test_file": str(repo_root / "data" / "musique" / "dev.jsonl")}
+    teacher = LoopSettings.from_recipe(Recipe(source=src, framework={"few_shot": 2}), "teacher")
+    assert [d.qid for d in teacher.demos] == [d.qid for d in load_demos(2, "musique")]
+    with pytest.raises(RecipeError, match=r"eval\.few_shot.*allowed maximum: 4"):
+        LoopSettings.from_recipe(Recipe(source=src, eval={"few_shot": 5}), "student")
+
+
+def test_build_with_too_many_few_shot_is_a_recipe_error(tmp_path, repo_root):
+    from typer.testing import CliRunner
+
+    from steper_bench.cli import app
+
+    result = CliRunner().invoke(app, [
+        "build", str(repo_root / "recipes" / "quickstart.yaml"),
+        "--set", "framework.few_shot=9", "--set", f"runs_dir={tmp_path}", "--quiet",
+    ])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "framework.few_shot" in result.output and "allowed maximum: 4" in result.output

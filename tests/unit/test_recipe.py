@@ -172,4 +172,4 @@ def test_expand_env_error_names_the_variable(monkeypatch):
     monkeypatch.delenv("STEPER_NOT_SET", raising=False)
     with pytest.raises(RecipeError) as e:
         expand_env("${env:STEPER_NOT_SET}", what="teacher.api_key")
-    assert str(e.value) == "teacher.api_key needs the environment variable STEPER_NOT_SET: export STEPER_NOT_SET=..."
+    assert str(e.value) == "STEPER_NOT_SET is not set (teacher.api_key needs it): export STEPER_NOT_SET=..."

@@ -1,6 +1,6 @@
 """`steper-bench train RECIPE`: train a student per method in train.methods (or only --method).
 
-Multi-GPU: accelerate launch --config_file recipes/zero3.yaml -m steper_bench train RECIPE
+Multi-GPU: accelerate launch --config_file recipes/accelerate/zero3.yaml -m steper_bench train RECIPE
 """
 
 from __future__ import annotations

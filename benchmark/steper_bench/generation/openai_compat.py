@@ -78,7 +78,7 @@ class OpenAIGenerator:
         self.base_url = public_url(url)
         self.identity = GeneratorIdentity(backend="openai", model=cfg.model, base_url=self.base_url,
                                           revision=cfg.revision or "")
-        self.stats = {"requests": 0, "calls": 0, "retries": 0, "failures": 0, "cache_hits": 0}
+        self.stats = {"requests": 0, "calls": 0, "retries": 0, "errors": 0, "cache_hits": 0}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-generator", daemon=True)
         self._thread.start()
@@ -104,18 +104,10 @@ class OpenAIGenerator:
                 self.stats["cache_hits"] += 1
             else:
                 todo.append(i)
-        timed = self._submit(self._run([requests[i] for i in todo])) if todo else []
-        done = []
+        timed = self._submit(self._run([requests[i] for i in todo], [keys[i] for i in todo])) if todo else []
         for i, (outcome, latency) in zip(todo, timed):
             results[i] = StepResult(text=outcome.text, latency_s=latency, tokens=outcome.tokens, error=outcome.error)
-            if outcome.error:
-                self.stats["failures"] += 1
-                if self.cache is not None:
-                    self.cache.record_failure(keys[i], outcome.error)
-            else:
-                done.append((keys[i], {"text": outcome.text, "tokens": outcome.tokens}))
-        if self.cache is not None and done:
-            self.cache.put_many(done)
+            self.stats["errors"] += bool(outcome.error)
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -144,8 +136,8 @@ class OpenAIGenerator:
             api=self.cfg.api, prompt=r.prompt, params=self._params(), sample_index=r.sample_index,
         )
 
-    async def _run(self, requests: list[StepRequest]) -> list[tuple[_Outcome, float]]:
-        tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
+    async def _run(self, requests: list[StepRequest], keys: list[str]) -> list[tuple[_Outcome, float]]:
+        tasks = [asyncio.ensure_future(self._one_saved(r, k)) for r, k in zip(requests, keys)]
         try:
             return await asyncio.gather(*tasks)
         except BaseException:
@@ -153,6 +145,16 @@ class OpenAIGenerator:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+    async def _one_saved(self, r: StepRequest, key: str) -> tuple[_Outcome, float]:
+        outcome, latency = await self._one(r)
+        # Saved as each answer arrives, not after the batch: a kill mid-step loses no paid call.
+        if self.cache is not None:
+            if outcome.error:
+                self.cache.record_failure(key, outcome.error)
+            else:
+                self.cache.put(key, {"text": outcome.text, "tokens": outcome.tokens})
+        return outcome, latency
 
     async def _one(self, r: StepRequest) -> tuple[_Outcome, float]:
         start = time.monotonic()

@@ -51,7 +51,11 @@ class LoopSettings:
             max_new_tokens=fw.max_new_tokens if teacher else (recipe.eval.max_new_tokens or fw.max_new_tokens),
             paragraph_chars=fw.paragraph_chars,
             template=template,
-            demos=load_demos(fw.few_shot if teacher else recipe.eval.few_shot, recipe.source.dataset),
+            demos=load_demos(
+                fw.few_shot if teacher else recipe.eval.few_shot,
+                recipe.source.dataset,
+                field="framework.few_shot" if teacher else "eval.few_shot",
+            ),
         )
 
     def demo_list(self) -> list[Demo]:
@@ -278,17 +282,9 @@ class _Progress:
     def _refresh(self) -> None:
         if self._progress is None:
             return
-        stats = _stats(self.generator)
-        rate = stats.get("requests", 0) / max(time.perf_counter() - self.t0, 1e-9)
+        stats = getattr(self.generator, "stats", {})
+        called = stats.get("requests", 0) - stats.get("cache_hits", 0)  # answers served by a model
+        rate = called / max(time.perf_counter() - self.t0, 1e-9)
         info = (f"step {self.index} | {rate:.1f} req/s | cache hits {stats.get('cache_hits', 0)} | "
                 f"errors {stats.get('errors', 0)} | failed {self.failed}")
         self._progress.update(self._task, completed=self.done, info=info)
-
-
-def _stats(generator) -> dict:
-    s = getattr(generator, "stats", None)
-    if callable(s):
-        s = s()
-    if isinstance(s, dict):
-        return s
-    return {k: getattr(s, k) for k in ("requests", "cache_hits", "errors") if hasattr(s, k)} if s else {}

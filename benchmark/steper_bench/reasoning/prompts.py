@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jinja2
 
+from steper_bench.recipe import RecipeError
 from steper_bench.records import Paragraph
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
@@ -83,11 +84,19 @@ def _demo_file(dataset: str) -> tuple[Demo, ...]:
     )
 
 
-def load_demos(n: int, dataset: str = "hotpotqa") -> list[Demo]:
-    """The first `n` packaged demonstrations for `dataset` (HotpotQA's when it has none)."""
+class FewShotError(RecipeError, ValueError):
+    """More demonstrations asked for than are packaged: a recipe error naming the field."""
+
+
+def load_demos(n: int, dataset: str = "hotpotqa", *, field: str = "few_shot") -> list[Demo]:
+    """The first `n` packaged demonstrations for `dataset` (HotpotQA's when it has none).
+    `field` names the recipe field `n` came from, for the error message."""
     demos = _demo_file(dataset)
     if n > len(demos):
-        raise ValueError(f"asked for {n} few-shot demonstrations, {len(demos)} are packaged")
+        raise FewShotError(
+            f"{field}: asked for {n} few-shot demonstrations, {len(demos)} are packaged for {dataset} "
+            f"(allowed maximum: {len(demos)}); set {field} to {len(demos)} or less"
+        )
     return list(demos[:n])
 
 

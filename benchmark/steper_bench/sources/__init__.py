@@ -215,7 +215,7 @@ def _hub_rows(hub_id: str, config: str | None, split: str, revision: str | None,
         config = spec.hub_config
     origin = f"hub:{hub_id}{'/' + config if config else ''}:{split}"
     if not Path(hub_id).is_dir():  # datasets.load_dataset also takes a local dataset folder
-        _check_hub_reachable(hub_id)
+        check_hub(hub_id)
     import datasets
 
     try:
@@ -235,19 +235,25 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _check_hub_reachable(hub_id: str) -> None:
-    """Fail in seconds, not after huggingface_hub's retries, when the endpoint is down."""
+def check_hub(hub_id: str) -> None:
+    """Fail in seconds, not after huggingface_hub's retries, when the Hub is down or the dataset
+    does not exist. Skipped under HF_HUB_OFFLINE (the local cache answers then)."""
     if _offline():
         return
     import httpx
-    from huggingface_hub import constants
+    from huggingface_hub import constants, get_token
 
+    token = get_token()
     try:
-        httpx.head(constants.ENDPOINT, timeout=5.0)
+        r = httpx.get(f"{constants.ENDPOINT}/api/datasets/{hub_id}", timeout=5.0,
+                      headers={"Authorization": f"Bearer {token}"} if token else {})
     except httpx.TransportError as e:
         raise SourceError(
-            f"cannot reach the Hub at {constants.ENDPOINT} to load {hub_id} ({type(e).__name__}): {_OFFLINE_FIX}"
+            f"cannot reach the Hub at {constants.ENDPOINT} to load source.hub_id={hub_id} ({type(e).__name__}): "
+            f"{_OFFLINE_FIX}"
         ) from None
+    if r.status_code == 404:
+        raise SourceError(f"source.hub_id={hub_id}: no such dataset on {constants.ENDPOINT} (check the id)")
 
 
 def _hub_error(e: Exception, hub_id: str, origin: str) -> str:

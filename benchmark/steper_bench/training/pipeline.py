@@ -5,7 +5,7 @@ Output folder (RunPaths.train(method) unless given):
   README.md (model card), checkpoints/ while training (removed once the model is written).
 A folder whose train_summary.json carries the same train-stage hash is finished: skipped.
 
-Multi-GPU: `accelerate launch --config_file recipes/zero3.yaml -m steper_bench train RECIPE`.
+Multi-GPU: `accelerate launch --config_file recipes/accelerate/zero3.yaml -m steper_bench train RECIPE`.
 """
 
 from __future__ import annotations
