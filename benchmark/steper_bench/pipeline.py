@@ -139,7 +139,8 @@ def _judge(recipe, force, run_ids, db, say, report) -> None:
 
     todo = run_ids if force else [r for r in run_ids if not _judged(store, db, r, recipe.eval.judge.model, RUBRIC_VERSION)]
     if not todo:
-        report.add(StageReport("judge", recipe.eval.judge.model, "skipped", 0.0, "every run already judged"), say)
+        report.add(StageReport("judge", recipe.eval.judge.model, "skipped", 0.0,
+                               "every run already judged with no failures"), say)
         return
     s = judge_runs(recipe, db=db, run_ids=todo)
     detail = f"{s.judged} judgments: {s.ok} ok, {s.failed} failed, {s.cached} cached"
@@ -147,15 +148,18 @@ def _judge(recipe, force, run_ids, db, say, report) -> None:
 
 
 def _judged(store, db, run_id: str, model: str, rubric: str) -> bool:
+    """Judged already: some judgments and none failed. Failed ones (an outage, say) are
+    retried; the cache answers the others for free."""
     con = store.connect(db, read_only=True)
     try:
-        n = con.execute(
-            "SELECT count(*) FROM judgments WHERE run_id=? AND judge_model=? AND rubric_version=? AND status='ok'",
+        ok, failed = con.execute(
+            "SELECT count(*) FILTER (WHERE status='ok'), count(*) FILTER (WHERE status<>'ok') FROM judgments "
+            "WHERE run_id=? AND judge_model=? AND rubric_version=?",
             [run_id, model, rubric],
-        ).fetchone()[0]
+        ).fetchone()
     finally:
         con.close()
-    return n > 0
+    return ok > 0 and failed == 0
 
 
 def profile_table(report: RunReport):

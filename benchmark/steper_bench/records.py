@@ -96,7 +96,7 @@ class Trajectory:
     steps: list[Step]
     paragraphs: dict[str, Paragraph]  # every paragraph any step saw, by pid
     prediction: str  # extracted final answer ("" if none)
-    stop_reason: str  # answered | max_steps | failed
+    stop_reason: str  # answered | max_steps | empty (the model said nothing) | failed (an error)
     em: float = 0.0
     f1: float = 0.0
     acc: float = 0.0

@@ -149,6 +149,13 @@ def test_new_repo_is_private_and_killed_push_converges(built, tmp_path):
                 hub = pq.read_table(io.BytesIO(files[f"{config}/{split}-00000-of-00001.parquet"]))
                 assert hub.to_pylist() == pq.read_table(local).to_pylist()
         assert f"recipe-{summary.build_hash}" in state.repo("tester/fresh").tags
+        # The converged repo holds exactly what an uninterrupted push writes.
+        p = _publish([*sets[:-1], "dataset.hub_repo=tester/clean"], env)
+        assert p.returncode == 0, p.stderr[-3000:]
+        clean = state.repo("tester/clean").files("main")
+        assert sorted(files) == sorted(clean)
+        for name, data in clean.items():
+            assert files[name] == data.replace(b"tester/clean", b"tester/fresh"), name
 
 
 def test_publish_without_token_or_build_says_what_to_do(built, tmp_path):

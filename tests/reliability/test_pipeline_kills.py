@@ -1,8 +1,7 @@
 """SIGKILL the real CLI during training and during eval, re-run, and compare with the clean run.
 
 Build kills are covered by tests/integration/test_build.py::test_sigkill_midway_then_resume_equals_uninterrupted
-and Hub-push kills by tests/integration/test_publish.py::test_new_repo_is_private_and_killed_push_converges
-(plus test_hub_push_kill.py here, which compares the whole repo with a clean push).
+and Hub-push kills by tests/integration/test_publish.py::test_new_repo_is_private_and_killed_push_converges.
 """
 
 from __future__ import annotations

@@ -208,18 +208,18 @@ def test_empty_query_fails_without_retrieval(dev, retriever):
 
 
 class _FailingFor:
-    """Wraps the silver teacher and reports a backend failure for one question (as the HTTP
-    backend does after its retries), to check the loop's handling of StepResult.error."""
+    """Wraps the silver teacher and, for one question, reports a backend failure (as the HTTP
+    backend does after its retries) or an empty answer (as a weak local model can give)."""
 
-    def __init__(self, qid: str):
-        self.inner, self.qid = make_silver(), qid
+    def __init__(self, qid: str, error: str = "HTTP 500 after 6 retries"):
+        self.inner, self.qid, self.error = make_silver(), qid, error
         self.identity = self.inner.identity
 
     def generate(self, requests):
         out = self.inner.generate(requests)
         for r, res in zip(requests, out):
             if r.question.id == self.qid:
-                res.error, res.text = "HTTP 500 after 6 retries", ""
+                res.error, res.text = self.error, ""
         return out
 
 
@@ -319,3 +319,9 @@ def test_build_with_too_many_few_shot_is_a_recipe_error(tmp_path, repo_root):
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
     assert "framework.few_shot" in result.output and "allowed maximum: 4" in result.output
+
+
+def test_empty_model_output_stops_as_empty_not_failed(dev, retriever):
+    trajs = run_loop(dev[:3], retriever, _FailingFor(dev[1].id, error=""), LoopSettings(few_shot=0), progress=False)
+    assert [t.stop_reason for t in trajs] == ["answered", "empty", "answered"]
+    assert trajs[1].steps[-1].error == "" and trajs[1].prediction == "" and trajs[1].acc == 0.0

@@ -216,8 +216,9 @@ def _record(state: _State, step: Step, res: StepResult, forced: bool) -> None:
         return
     step.reasoning = first_sentence(res.text or "")
     if not step.reasoning:
-        step.error = "empty generation"
-        _stop(state, step, "failed")
+        # The model answered with nothing: its behaviour, not an infrastructure failure (which
+        # comes back as res.error), so it is not retried on a re-run.
+        _stop(state, step, "empty")
         return
     answer = extract_answer(step.reasoning)
     if answer is not None:
