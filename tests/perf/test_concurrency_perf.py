@@ -55,3 +55,47 @@ def test_generator_concurrency_efficiency():
     ideal, runs, serial = measure(0.2, 2)
     assert min(runs) <= 1.25 * ideal
     assert serial / min(runs) >= 10
+
+
+def _teacher(questions, steps: int, d: float):
+    """Answers every question after exactly `steps` sentences, each after the delay d."""
+    from support.servers import Reply
+
+    gold = {q.question.strip(): q.answer for q in questions}
+
+    def handle(req):
+        prompt = req.body["prompt"]
+        question = prompt.rsplit("\nQ: ", 1)[1].split("\nA:", 1)[0].strip()
+        done = prompt.rsplit("\nA:", 1)[1].count(". ") + prompt.rstrip().endswith(".")
+        if done + 1 >= steps:
+            return Reply.text(req, f" So the answer is: {gold[question]}.", delay_s=d)
+        return Reply.text(req, f" Fact number {done + 1} is about the question.", delay_s=d)
+
+    return handle
+
+
+def test_loop_concurrency_efficiency():
+    """The whole loop (BM25 retrieval, prompt rendering, one generation batch per step) over N
+    questions x S steps against a teacher with a fixed delay: at most 1.25x N*S*d/C."""
+    from pathlib import Path
+
+    from steper_bench.reasoning.loop import LoopSettings, run_loop
+    from steper_bench.retrieval.bm25 import BM25Retriever
+    from steper_bench.retrieval.corpus import build_corpus
+    from steper_bench.sources import load_file
+
+    data = Path(__file__).resolve().parents[2] / "data" / "hotpotqa"
+    qs = load_file("hotpotqa", data / "train.jsonl", split="train").questions[:N]
+    retriever = BM25Retriever(build_corpus(qs, "pooled"))
+    d = 0.2
+    with scripted_server(_teacher(qs, S, d)) as server:
+        cfg = GeneratorConfig(backend="openai", model="m", base_url=server, timeout_s=10, max_retries=0, concurrency=C)
+        with OpenAIGenerator(cfg, None, max_new_tokens=32) as g:
+            t = time.perf_counter()
+            trajs = run_loop(qs, retriever, g, LoopSettings(max_steps=S, few_shot=0), progress=False)
+            took = time.perf_counter() - t
+    assert all(t.stop_reason == "answered" and len(t.steps) == S for t in trajs), {t.stop_reason for t in trajs}
+    ideal = len(qs) * S * d / C
+    print(f"\nloop: {len(qs)} questions x {S} steps, d={d * 1000:.0f} ms, C={C}: ideal {ideal:.2f}s, "
+          f"measured {took:.2f}s ({took / ideal:.2f}x ideal, goal <= 1.25x)")
+    assert took <= 1.25 * ideal
