@@ -128,10 +128,14 @@ class LoraConfig(Section):
     target_modules: list[str] | str = "all-linear"
 
 
+# Training methods: the one list the CLI, the trainer and evaluation import.
+METHODS = ("steper", "steper-uniform", "vanilla-kd")
+
+
 class TrainConfig(Section):
     # steper: first+mid+final, difficulty-aware; steper-uniform: same data, equal weights;
     # vanilla-kd: whole chain as one target, plain cross-entropy.
-    methods: list[Literal["steper", "steper-uniform", "vanilla-kd"]] = ["steper"]
+    methods: list[Literal[METHODS]] = ["steper"]
     # Student: a local path or Hub id, or "tiny" (a pipeline demo built offline, not a result).
     student: str = "meta-llama/Llama-3.1-8B-Instruct"
     student_revision: str | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,8 @@ def test_cli_trains_each_method_then_skips(tmp_path):
 
     again = run_cli([str(recipe), "--data", str(data), "--set", "train.max_steps=3", "--method", "steper"])
     assert again.returncode == 0 and "skipped" in again.stderr
+    took = re.search(r"skipped\s+in\s+(\d+\.\d)\s+s", again.stderr)  # the skip's own time, not the training's
+    assert took and float(took.group(1)) < 5.0, again.stderr
 
     bad = run_cli([str(recipe), "--data", str(data), "--method", "steper", "--set", "train.packing=true"])
     assert bad.returncode == 2 and "packing" in bad.stderr
@@ -122,6 +125,9 @@ def test_cli_trains_from_hub_dataset_and_pushes(tmp_path):
         assert not any(f.startswith("checkpoints/") for f in files)
         summary = json.loads(files["train_summary.json"])
         assert summary["dataset"] == "tester/stepwise" and summary["dataset_revision"] == head
+        assert summary["dataset_path"] is None
+        card = files["README.md"].decode()
+        assert "datasets:\n- tester/stepwise\n" in card.split("---")[1] and f"`tester/stepwise` @ `{head}`" in card
         assert summary["n_examples"] == {"first": 6, "mid": 6, "final": 6}
         assert MARKER.encode() not in state.all_bytes()
         assert MARKER not in p.stdout + p.stderr

@@ -12,9 +12,11 @@ torch = pytest.importorskip("torch")
 
 from transformers import TrainerCallback  # noqa: E402
 
-from steper_bench.recipe import RecipeError, validate_recipe  # noqa: E402
+from steper_bench.evaluation import models as eval_models  # noqa: E402
+from steper_bench.recipe import METHODS, RecipeError, validate_recipe  # noqa: E402
+from steper_bench.runs import RunPaths  # noqa: E402
 from steper_bench.training import encode_example, load_step_data, train  # noqa: E402
-from steper_bench.training.data import tokenize_rows  # noqa: E402
+from steper_bench.training.data import METHOD_CONFIGS, tokenize_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "hotpotqa" / "train.jsonl"
@@ -113,11 +115,17 @@ def _dataset_ce(trainer) -> float:
 # -- data ----------------------------------------------------------------------------------------------
 
 
-def test_methods_use_their_configs(data_dir):
+def test_methods_use_their_configs(tmp_path, tiny_model_dir, data_dir):
     rows = sample_examples()
     steper = load_step_data("steper", data_dir)
     vanilla = load_step_data("vanilla-kd", data_dir)
     assert steper.counts == {k: len(rows[k]) for k in ("first", "mid", "final")}
+    # what the trainer really feeds the loss: the kind ids its collator emits over one epoch
+    for method, step_data in (("steper", steper), ("vanilla-kd", vanilla)):
+        trainer = _trainer(tmp_path / method, tiny_model_dir, data_dir, method=method)
+        seen = torch.cat([batch["kind_id"] for batch in trainer.get_train_dataloader()]).bincount(
+            minlength=len(step_data.kinds))
+        assert dict(zip(step_data.kinds, seen.tolist())) == {k: len(rows[k]) for k in step_data.kinds}
     assert vanilla.counts == {"vanilla_kd": len(rows["vanilla_kd"])}
     assert {r["kind"] for r in vanilla.rows} == {"vanilla_kd"}
     # vanilla targets hold the whole chain; step targets one sentence each
@@ -250,9 +258,11 @@ def test_lora_trains_only_adapters_and_sigmas(tmp_path, tiny_model_dir, data_dir
 # -- the public train() -----------------------------------------------------------------------------------
 
 
-def test_train_writes_model_weights_summary_card_and_skips_rerun(tmp_path, tiny_model_dir, data_dir):
+def test_train_writes_model_weights_summary_card_and_skips_rerun(tmp_path, tiny_model_dir):
     recipe = make_recipe(tmp_path, tiny_model_dir, max_steps=3)
-    res = train(recipe, method="steper", data=data_dir)
+    paths = RunPaths.for_recipe(recipe)
+    data_dir = write_dataset(paths.dataset, sample_examples())  # this recipe's own build
+    res = train(recipe, method="steper")
     out = res.output_dir
     assert out.name.startswith("steper-") and not res.skipped_existing and res.steps == 3
     weights = json.loads((out / "weights.json").read_text())
@@ -266,12 +276,36 @@ def test_train_writes_model_weights_summary_card_and_skips_rerun(tmp_path, tiny_
     assert "steper" in card and recipe.hash in card and "sigma" in card
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
     assert not (out / "checkpoints").exists()
+    # the data of this recipe's build: named by recipe and build hash, no absolute path anywhere
+    build = recipe.stage_hash("build")
+    assert summary["dataset"] == f"t build {build}" and summary["dataset_revision"] == build
+    assert summary["dataset_path"] == f"t-{build}/dataset"
+    data_line = next(line for line in card.splitlines() if line.startswith("| training data"))
+    assert f"t build {build}" in data_line and f"t-{build}/dataset" in data_line and str(tmp_path) not in data_line
+    assert "datasets:" not in card.split("---")[1]  # no Hub dataset in the front matter
 
-    again = train(recipe, method="steper", data=data_dir)
+    # a skip reports its own (near-zero) time; the training's stays in the summary
+    summary["seconds"] = 1234.5
+    (out / "train_summary.json").write_text(json.dumps(summary))
+    again = train(recipe, method="steper")
     assert again.skipped_existing and again.sigmas == pytest.approx(res.sigmas)
+    assert again.seconds < 5.0 and again.summary["seconds"] == 1234.5
 
 
 def test_vanilla_kd_plain_cross_entropy(tmp_path, tiny_model_dir, data_dir):
+    # the trainer's loss on a batch is the plain mean token cross-entropy over completion tokens
+    trainer = _trainer(tmp_path, tiny_model_dir, data_dir, method="vanilla-kd")
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(4)]))
+    trainer.get_batch_samples(iter([batch]), 1, trainer.args.device)  # the window counts, as in training
+    trainer.model.train()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    assert (labels != -100).sum() < labels.numel()  # the prompt tokens are masked out
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+    assert loss.item() == pytest.approx(ce.item(), rel=1e-5)
+
     recipe = make_recipe(tmp_path, tiny_model_dir, max_steps=2)
     res = train(recipe, method="vanilla-kd", data=data_dir)
     assert res.n_examples == {"vanilla_kd": len(sample_examples()["vanilla_kd"])}
@@ -283,3 +317,12 @@ def test_vanilla_kd_may_pack(tmp_path, tiny_model_dir, data_dir):
     recipe = make_recipe(tmp_path, tiny_model_dir, max_steps=2, packing=True)
     res = train(recipe, method="vanilla-kd", data=data_dir)  # stock SFTTrainer packs the tokenised rows
     assert res.steps == 2 and json.loads((res.output_dir / "train_summary.json").read_text())["loss"]["first"]
+
+
+def test_one_list_of_methods(tmp_path):
+    assert set(METHOD_CONFIGS) == set(METHODS) and eval_models.METHODS[: len(METHODS)] == METHODS
+    with pytest.raises(RecipeError, match=r"train.methods.0: 'stepr' is not allowed; did you mean 'steper'\? "
+                                          r"\(allowed: steper, steper-uniform or vanilla-kd\)"):
+        make_recipe(tmp_path, "tiny", methods=["stepr"])
+    with pytest.raises(RecipeError, match=r"allowed: steper, steper-uniform, vanilla-kd"):
+        load_step_data("teacher", tmp_path)

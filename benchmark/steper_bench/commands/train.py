@@ -10,13 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from steper_bench.commands.common import RecipeArg, SetOpt, console, fail, load, user_facing
+from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
+from steper_bench.recipe import METHODS
 
 
 def train(
     recipe: RecipeArg,
     method: Annotated[
-        Optional[str], typer.Option("--method", help="steper | steper-uniform | vanilla-kd (default: train.methods).")
+        Optional[str], typer.Option("--method", help=f"{' | '.join(METHODS)} (default: train.methods).")
     ] = None,
     data: Annotated[
         Optional[str], typer.Option("--data", help="Built dataset folder or Hub dataset id (default: this build).")
@@ -30,21 +31,21 @@ def train(
     sets: SetOpt = None,
 ) -> None:
     """Fine-tune the student on the step-wise data: StepER (difficulty-aware), its uniform ablation, vanilla KD."""
-    from steper_bench.training import METHODS
     from steper_bench.training import train as train_one
+    from steper_bench.training.data import check_method
 
     r = load(recipe, sets)
+    if method:  # train.methods was checked by the recipe schema
+        with user_facing():
+            check_method(method, "--method")
     methods = [method] if method else list(r.train.methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        fail(f"--method {unknown[0]!r} is unknown (allowed: {', '.join(METHODS)})")
     for m in methods:
         out = None if output is None else (output if len(methods) == 1 else output / m)
         console.print(f"[bold]train[/] {m} on {data or r.train.data or 'the built dataset'}")
         with user_facing():
             res = train_one(r, method=m, data=data, output=out, resume=resume)
         if res.skipped_existing:
-            console.print(f"  {m}: already trained in {res.output_dir} (skipped)")
+            console.print(f"  {m}: already trained in {res.output_dir} (skipped in {res.seconds:.1f} s)")
             continue
         sig = ", ".join(f"{k}={v:.3f}" for k, v in res.sigmas.items()) if m == "steper" else "fixed"
         counts = ", ".join(f"{k}={n}" for k, n in res.n_examples.items())

@@ -17,11 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steper_bench.recipe import RecipeError
+from steper_bench.recipe import METHODS, RecipeError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("steper", "steper-uniform", "vanilla-kd")
 STEP_KINDS = ("first", "mid", "final")
 # Dataset configs each method trains on; the kind of an example is its config's name.
 METHOD_CONFIGS: dict[str, tuple[str, ...]] = {
@@ -30,6 +29,12 @@ METHOD_CONFIGS: dict[str, tuple[str, ...]] = {
     "vanilla-kd": ("vanilla_kd",),
 }
 ALL_CONFIGS = ("first", "mid", "final", "vanilla_kd", "trajectories")
+
+
+def check_method(method: str, what: str = "train method") -> None:
+    """Refuse a method name outside recipe.METHODS, listing the allowed ones."""
+    if method not in METHODS:
+        raise RecipeError(f"{what} {method!r} is unknown (allowed: {', '.join(METHODS)})")
 
 
 @dataclass
@@ -65,8 +70,7 @@ def load_config(data: str | Path, config: str, *, split: str = "train", revision
 
 def load_step_data(method: str, data: str | Path, *, revision: str | None = None, split: str = "train") -> StepData:
     """The rows a method trains on, kind = the config each row came from."""
-    if method not in METHOD_CONFIGS:
-        raise RecipeError(f"unknown training method {method!r} (allowed: {', '.join(METHODS)})")
+    check_method(method)
     kinds = METHOD_CONFIGS[method]
     out = StepData(source=str(data), revision=revision if not is_local(data) else None, kinds=kinds)
     for config in kinds:

@@ -21,7 +21,7 @@ from pathlib import Path
 from steper_bench.provenance import package_versions
 from steper_bench.recipe import Recipe, RecipeError
 from steper_bench.runs import RunPaths, atomic_write_text
-from steper_bench.training.data import METHOD_CONFIGS, all_texts, is_local, load_step_data, tokenize_rows
+from steper_bench.training.data import all_texts, check_method, is_local, load_step_data, tokenize_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class TrainResult:
     output_dir: Path
     sigmas: dict[str, float]
     n_examples: dict[str, int]
-    seconds: float
+    seconds: float  # this call's time: the training, or near 0 for a skip (summary["seconds"] keeps the training's)
     steps: int
     skipped_existing: bool = False
     summary: dict = field(default_factory=dict, repr=False)
@@ -46,8 +46,8 @@ class TrainResult:
 def train(recipe: Recipe, *, method: str, data: str | os.PathLike | None = None,
           output: str | os.PathLike | None = None, resume: bool = True) -> TrainResult:
     """Train one student with `method` (steper | steper-uniform | vanilla-kd) and write it out."""
-    if method not in METHOD_CONFIGS:
-        raise RecipeError(f"train method {method!r} is unknown (allowed: {', '.join(METHOD_CONFIGS)})")
+    t0 = time.perf_counter()
+    check_method(method)
     cfg = recipe.train
     if cfg.packing and method != "vanilla-kd":
         raise RecipeError(
@@ -59,6 +59,7 @@ def train(recipe: Recipe, *, method: str, data: str | os.PathLike | None = None,
     train_hash = recipe.stage_hash("train")
     done = _finished(out, train_hash, method)
     if done is not None:
+        done.seconds = time.perf_counter() - t0  # what the skip took, not the old training time
         return done
 
     source, revision = _data_source(recipe, data, paths)
@@ -217,7 +218,7 @@ def _finished(out: Path, train_hash: str, method: str) -> TrainResult | None:
         )
     log.info("%s already trained (%s): skipping", method, path)
     return TrainResult(method, out, summary.get("sigmas", {}), summary.get("n_examples", {}),
-                       summary.get("seconds", 0.0), summary.get("steps", 0), skipped_existing=True, summary=summary)
+                       0.0, summary.get("steps", 0), skipped_existing=True, summary=summary)
 
 
 # -- outputs --------------------------------------------------------------------------------------
@@ -251,8 +252,7 @@ def _write_outputs(recipe, method, trainer, step_data, student, student_rev, out
         "base_model_path": student,
         "base_model_revision": student_rev,
         "demo": cfg.student == "tiny",
-        "dataset": step_data.source if not is_local(step_data.source) else str(Path(step_data.source).resolve()),
-        "dataset_revision": step_data.revision,
+        **_dataset_record(recipe, step_data),
         "recipe_hash": recipe.hash,
         "train_hash": recipe.stage_hash("train"),
         "n_examples": result.n_examples,
@@ -279,6 +279,21 @@ def _write_outputs(recipe, method, trainer, step_data, student, student_rev, out
     return summary
 
 
+def _dataset_record(recipe: Recipe, step_data) -> dict:
+    """dataset / dataset_revision / dataset_path for the summary and card, with no absolute path for a
+    dataset built by this recipe: its name, build hash (= revision) and folder relative to runs_dir."""
+    if not is_local(step_data.source):  # Hub id + the commit it resolved to
+        return {"dataset": step_data.source, "dataset_revision": step_data.revision, "dataset_path": None}
+    paths = RunPaths.for_recipe(recipe)
+    folder = Path(step_data.source).expanduser().resolve()
+    runs_dir = paths.runs_dir.resolve()
+    where = str(folder.relative_to(runs_dir)) if folder.is_relative_to(runs_dir) else str(folder)
+    if folder == paths.dataset.resolve():
+        build = recipe.stage_hash("build")
+        return {"dataset": f"{recipe.name} build {build}", "dataset_revision": build, "dataset_path": where}
+    return {"dataset": where, "dataset_revision": None, "dataset_path": where}  # a local folder from elsewhere
+
+
 def render_model_card(recipe: Recipe, summary: dict) -> str:
     """README.md of a trained student: Hub front matter + the cards/model_card.md body."""
     from steper_bench.cards import render_card
@@ -289,7 +304,7 @@ def render_model_card(recipe: Recipe, summary: dict) -> str:
         front["tags"].append("pipeline-demo")
     elif not is_local(summary["base_model"]):  # a Hub id, not a path on this machine
         front["base_model"] = summary["base_model"]
-    if not is_local(summary["dataset"]):
+    if summary.get("dataset_path") is None:  # a Hub dataset, not a folder on this machine
         front["datasets"] = [summary["dataset"]]
     return render_card("model_card.md", front_matter=front, summary=summary, recipe_name=recipe.name,
                        description=recipe.description, our_choices=recipe.our_choices, demo_notice=DEMO_NOTICE)
