@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
+from steper_bench.evaluation.report import leaderboard_markdown
 from steper_bench.evaluation.store import ABILITIES, StoreError, connect
 from steper_bench.leaderboard_app import queries as q
 
@@ -37,14 +38,11 @@ def cached(db: str, stamp: tuple[int, int], query: str, *args):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_markdown(db: str, stamp: tuple[int, int]) -> str | None:
-    try:
-        from steper_bench.evaluation.report import leaderboard_markdown
-    except ImportError:
-        return None
+def cached_markdown(db: str, stamp: tuple[int, int], filters: q.Filters) -> str:
+    """The paper-layout Markdown of the filtered runs: the same code as `steper-bench report`."""
     con = connect(db, read_only=True, wait_s=OPEN_WAIT_S)
     try:
-        return leaderboard_markdown(con)
+        return leaderboard_markdown(con, filters)
     finally:
         con.close()
 
@@ -88,7 +86,7 @@ def main() -> None:
     systems = q.system_table(runs, datasets)
     board, charts, explorer = st.tabs(["Leaderboard", "Charts", "Sample explorer"])
     with board:
-        leaderboard_tab(db, stamp, runs, datasets, with_ci, per_run)
+        leaderboard_tab(db, stamp, runs, datasets, with_ci, per_run, filters)
     with charts:
         charts_tab(db, stamp, runs, systems, filters)
     with explorer:
@@ -123,7 +121,8 @@ def _number_config(table: pd.DataFrame) -> dict:
     return cfg
 
 
-def leaderboard_tab(db: str, stamp, runs: pd.DataFrame, datasets: list[str], with_ci: bool, per_run: bool) -> None:
+def leaderboard_tab(db: str, stamp, runs: pd.DataFrame, datasets: list[str], with_ci: bool, per_run: bool,
+                    filters: q.Filters) -> None:
     table = q.run_table(runs, with_ci) if per_run else q.system_table(runs, datasets, with_ci)
     st.subheader("Main table")
     st.dataframe(table, hide_index=True, column_config=_number_config(table), key="main_table")
@@ -133,11 +132,8 @@ def leaderboard_tab(db: str, stamp, runs: pd.DataFrame, datasets: list[str], wit
     )
     left, right = st.columns(2)
     left.download_button("Download CSV", table.to_csv(index=False), "leaderboard.csv", "text/csv")
-    markdown = cached_markdown(db, stamp)
-    if markdown is None:
-        right.caption("Markdown export needs steper_bench.evaluation.report (not installed).")
-    else:
-        right.download_button("Download Markdown (paper layout)", markdown, "leaderboard.md", "text/markdown")
+    markdown = cached_markdown(db, stamp, filters)
+    right.download_button("Download Markdown (paper layout)", markdown, "leaderboard.md", "text/markdown")
 
 
 def charts_tab(db: str, stamp, runs: pd.DataFrame, systems: pd.DataFrame, filters: q.Filters) -> None:
@@ -203,7 +199,8 @@ def charts_tab(db: str, stamp, runs: pd.DataFrame, systems: pd.DataFrame, filter
             st.altair_chart(
                 alt.Chart(sigma[sigma["run"] == run])
                 .mark_line()
-                .encode(x="step:Q", y=alt.Y("sigma:Q", title="log sigma"), color="kind:N", tooltip=["kind", "step", "sigma"]),
+                .encode(x="step:Q", y=alt.Y("sigma:Q", title="sigma (learned, per step kind)"), color="kind:N",
+                        tooltip=["kind", "step", "sigma"]),
                 width="stretch",
             )
 

@@ -21,8 +21,9 @@ ANSWER_METRICS = ("em", "f1", "acc")
 METRIC_LABELS = {"em": "EM", "f1": "F1", "acc": "Acc"}
 JUDGE_METRICS = tuple(f"judge_{a}" for a in ABILITIES)
 EXTRA_METRICS = ("steps_used", "latency_s", "sp_recall", "answer_in_retrieval")
-# The columns that identify one system (a row of the paper's table). Like the report's Markdown
-# (steper_bench.evaluation.report), the latest finished run per system and dataset counts.
+# The columns that identify one system (a row of the paper's table; the report's Markdown,
+# steper_bench.evaluation.report, renders this same table). The latest finished run per system
+# and dataset counts.
 SYSTEM_KEY = ["method", "model", "teacher"]
 NO_SIZE = "n/a"
 
@@ -124,9 +125,8 @@ def latest_per_dataset(runs: pd.DataFrame) -> pd.DataFrame:
     """Keep the latest finished run per (system, dataset): re-evaluations replace older ones."""
     if runs.empty:
         return runs
-    keyed = runs.assign(_key=runs[SYSTEM_KEY].astype(str).agg("|".join, axis=1))
-    keyed = keyed.sort_values("finished_at", na_position="first")
-    return keyed.drop_duplicates(["_key", "dataset"], keep="last").drop(columns="_key")
+    ordered = runs.sort_values("finished_at", na_position="first")
+    return ordered.drop_duplicates([*SYSTEM_KEY, "dataset"], keep="last")  # NaN keys compare equal here
 
 
 def system_table(runs: pd.DataFrame, datasets: list[str], with_ci: bool = False) -> pd.DataFrame:
@@ -218,7 +218,8 @@ def ability_scores(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def sigma_history(con, filters: Filters) -> pd.DataFrame:
-    """Log-sigma per loss kind over training steps, for the shown runs that stored it."""
+    """Learned sigma (not log sigma) per step kind over training steps, for the shown runs
+    that stored it (StepER students with the learned weighting)."""
     return con.execute(
         f"""SELECT r.model || ' · ' || r.method || ' · ' || r.dataset || ' · ' || left(r.run_id, 8) AS run,
                    s.run_id, s.step,

@@ -25,9 +25,8 @@ import json
 import os
 import re
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 from steper_bench.recipe import Recipe, RecipeError, expand_env
 from steper_bench.records import Question, Trajectory
 from steper_bench.runs import RunPaths, atomic_write_text
+from steper_bench.timing import PhaseClock, Timed
 
 SPLITS = ("train", "test")
 DROP_REASONS = ("failed steps", "max steps", "no answer", "wrong answer")
@@ -113,19 +113,6 @@ class BuildSummary:
                          f"{self.seconds:.1f}s ({t})")
         lines += [f"  {k}: {v}" for k, v in self.paths.items()]
         return "\n".join(lines)
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.t[phase] += time.perf_counter() - t0
 
 
 # -- preflight ------------------------------------------------------------------------------------
@@ -303,39 +290,13 @@ def drop_reason(t: Trajectory, spec: str) -> str | None:
 # -- the stage ------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Counted:
-    """Wraps the generator and retriever: time per phase and request / cache-hit counts."""
-
-    inner: Any
-    clock: _Clock
-    phase: str
-    summary: BuildSummary
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def generate(self, requests):
-        with self.clock(self.phase):
-            results = self.inner.generate(requests)
-        for r in results:
-            self.summary.cache_hits += bool(r.cached)
-            self.summary.requests += not r.cached
-            self.summary.errors += bool(r.error)
-        return results
-
-    def retrieve(self, queries, k, question_ids=None):
-        with self.clock(self.phase):
-            return self.inner.retrieve(queries, k, question_ids)
-
-
 def _select(questions: list[Question], limit: int | None, shard: tuple[int, int] | None, exclude: set[str]):
     qs = [q for q in questions if q.id not in exclude]
     qs = qs[:limit] if limit is not None else qs  # a prefix: a larger limit later reuses the work
     return [q for q in qs if shard_of(q.id, shard[1]) == shard[0]] if shard else qs
 
 
-def _load(recipe: Recipe, strict: bool | None, summary: BuildSummary, clock: _Clock):
+def _load(recipe: Recipe, strict: bool | None, summary: BuildSummary, clock: PhaseClock):
     from steper_bench.sources import SourceError, load_questions
 
     loaded = {}
@@ -374,7 +335,7 @@ def build(
     paths = RunPaths.for_recipe(recipe)
     build_hash = recipe.stage_hash("build")
     summary = BuildSummary(recipe.name, build_hash, str(paths.root), dry_run=dry_run, shard=shard)
-    clock = _Clock()
+    clock = PhaseClock()
     lines: list[str] = []
 
     def say(msg: str) -> None:
@@ -445,7 +406,7 @@ def _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say
             writer = TrajectoryWriter(trajectories_path(paths, split, shard))
             try:
                 trajs = run_loop(
-                    qs, _Counted(retriever, clock, "retrieval", summary), _Counted(generator, clock, "generation", summary),
+                    qs, Timed(retriever, clock, "retrieval", summary), Timed(generator, clock, "generation", summary),
                     settings, on_finished=_timed(writer, clock), progress=progress, recipe_hash=recipe.stage_hash("build"),
                 )
             finally:
@@ -458,7 +419,7 @@ def _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say
     return done
 
 
-def _timed(writer: TrajectoryWriter, clock: _Clock):
+def _timed(writer: TrajectoryWriter, clock: PhaseClock):
     def on_finished(batch):
         with clock("writing"):
             writer(batch)

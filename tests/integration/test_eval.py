@@ -5,7 +5,9 @@ the supporting-facts silver teacher; and the judge against that real server."""
 from __future__ import annotations
 
 import json
+import threading
 
+import httpx
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -14,9 +16,12 @@ from steper_bench.cli import app
 from steper_bench.evaluation import evaluate, judge_runs, parse_model_spec
 from steper_bench.evaluation import store
 from steper_bench.evaluation.judge import JudgeSettings
+from steper_bench.evaluation.evaluate import _sigma_rows
 from steper_bench.evaluation.models import describe
+from steper_bench.generation.local import weights_fingerprint
+from steper_bench.metrics import extract_answer, score
 from steper_bench.recipe import RecipeError, load_recipe
-from support.servers import serve_transformers
+from support.servers import scripted_server, serve_transformers
 
 N = 8
 # Small prompts and few steps keep the tiny model fast; the loop is the same.
@@ -47,14 +52,21 @@ def _table(db, sql, *args):
 
 
 def _check_against_lm_eval(res, db):
-    """DuckDB rows equal lm-eval's logged samples; stored means equal lm-eval's aggregates;
-    every stored aggregate is recomputed from the samples table."""
-    rows = _table(db, "SELECT question_id, prediction, em, f1, acc FROM samples WHERE run_id=?", res.run_id)
+    """Each sample's EM / F1 / Acc, recomputed here with steper_bench.metrics from the stored
+    prediction and gold, equal both DuckDB's and lm-eval's logged values; the stored prediction
+    is lm-eval's and the answer the loop's last step states; stored means equal lm-eval's
+    aggregates; every stored aggregate is recomputed from the samples table."""
+    rows = _table(db, "SELECT question_id, prediction, gold, em, f1, acc FROM samples WHERE run_id=?", res.run_id)
     assert len(rows) == res.n == N
     logged = res.lm_eval["samples"]
     assert {r[0] for r in rows} == set(logged)
-    for qid, pred, em, f1, acc in rows:
-        assert (pred, em, f1, acc) == (logged[qid]["prediction"], logged[qid]["em"], logged[qid]["f1"], logged[qid]["acc"])
+    last_step = dict(_table(db, "SELECT question_id, reasoning FROM steps WHERE run_id=? "
+                                "QUALIFY row_number() OVER (PARTITION BY question_id ORDER BY step DESC) = 1", res.run_id))
+    for qid, pred, gold, em, f1, acc in rows:
+        again = score(pred, json.loads(gold))
+        assert again == {"em": em, "f1": f1, "acc": acc}, qid
+        assert again == {m: logged[qid][m] for m in SCORES}, qid
+        assert pred == logged[qid]["prediction"] == (extract_answer(last_step.get(qid)) or ""), qid
     for m in SCORES:
         assert res.metrics[m]["mean"] == pytest.approx(res.lm_eval["results"][f"{m},none"])
     stored = {m: (a, lo, hi, n) for m, a, lo, hi, n in _table(
@@ -72,6 +84,11 @@ def test_silver_matches_lm_eval_and_score_command(env, silver, tmp_path):
     recipe, db, repo_root = env
     _check_against_lm_eval(silver, db)
     assert silver.method == "silver" and not silver.skipped_existing
+    # where the time went, build's phases: the loop (retrieval, generation) is not counted again
+    # inside scoring, so the phases add up to at most the whole eval
+    assert set(silver.timings) == {"load", "index", "model_load", "retrieval", "generation", "scoring", "writing"}
+    assert silver.timings["retrieval"] > 0 and silver.timings["generation"] > 0
+    assert sum(silver.timings.values()) <= silver.seconds
     # `steper-bench score` on the same predictions gives the same numbers
     samples = _table(db, "SELECT question_id, prediction FROM samples WHERE run_id=?", silver.run_id)
     ids = {q for q, _ in samples}
@@ -120,6 +137,8 @@ def test_tiny_local_and_served_and_judge(env, tiny_model_dir, tmp_path):
     local = evaluate(recipe, model=str(tiny_model_dir), db=db, progress=False)
     _check_against_lm_eval(local, db)
     assert local.method == "base"
+    revision = _table(db, "SELECT model_revision FROM runs WHERE run_id=?", local.run_id)[0][0]
+    assert revision == f"files:{weights_fingerprint(tiny_model_dir)}" and len(revision) > len("files:")
     tokens = _table(db, "SELECT sum(tokens) FROM steps WHERE run_id=?", local.run_id)[0][0]
     assert tokens > 0
     with serve_transformers(tiny_model_dir) as url:
@@ -129,12 +148,19 @@ def test_tiny_local_and_served_and_judge(env, tiny_model_dir, tmp_path):
         backends = dict(_table(db, "SELECT run_id, backend FROM runs"))
         assert backends[served.run_id] == "openai" and backends[local.run_id] == "transformers"
         # the judge against the same real server: a random tiny model cannot write the JSON, so
-        # every judgment must come back failed, stored and counted (never a zero score)
-        settings = JudgeSettings(model=str(tiny_model_dir), base_url=url, api_key="EMPTY", concurrency=4,
-                                 timeout_s=60, max_retries=0, paragraph_chars=200, max_tokens=16)
-        from steper_bench.cache import RequestCache
+        # every judgment must come back failed, stored and counted (never a zero score). It goes
+        # through a loopback relay that records how many requests were in flight at once.
+        relay = _Relay(url)
+        with scripted_server(relay) as relay_url:
+            settings = JudgeSettings(model=str(tiny_model_dir), base_url=relay_url, api_key="EMPTY", concurrency=4,
+                                     timeout_s=60, max_retries=0, paragraph_chars=200, max_tokens=16)
+            from steper_bench.cache import RequestCache
 
-        s = judge_runs(recipe, db=db, run_ids=[served.run_id], settings=settings, cache=RequestCache(tmp_path / "c.sqlite"))
+            s = judge_runs(recipe, db=db, run_ids=[served.run_id], settings=settings,
+                           cache=RequestCache(tmp_path / "c.sqlite"))
+    # (a failed reply gets one repair request, so there are up to two requests per judgment)
+    assert s.judged <= relay.forwarded <= 2 * s.judged and 1 < relay.max_in_flight <= 4  # concurrent, bounded
+    print(f"judge requests in flight at once: at most {relay.max_in_flight} (concurrency 4)")
     n_steps = _table(db, "SELECT count(*) FROM steps WHERE run_id=?", served.run_id)[0][0]
     assert s.judged >= N and s.judged <= n_steps + N
     assert s.ok + s.failed == s.judged
@@ -145,6 +171,60 @@ def test_tiny_local_and_served_and_judge(env, tiny_model_dir, tmp_path):
     print(f"judge on transformers serve: {s.judged} judgments, {s.failed} failed, e.g. {s.errors[0]}")
     m = dict(_table(db, "SELECT metric, mean FROM metrics WHERE run_id=?", served.run_id))
     assert m["judge_failed"] == pytest.approx(s.failed / s.judged)
+
+
+class _Relay:
+    """A scripted_server handler forwarding to a real server; counts requests in flight."""
+
+    def __init__(self, target: str):
+        self.target, self.lock = target.rstrip("/"), threading.Lock()
+        self.in_flight = self.max_in_flight = self.forwarded = 0
+
+    def __call__(self, req):
+        from support.servers import Reply
+
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            r = httpx.post(self.target + req.path.removeprefix("/v1"), json=req.body, timeout=60,
+                           headers={"authorization": req.headers.get("authorization", "")})
+            return Reply(status=r.status_code, raw=r.content)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.forwarded += 1
+
+
+def _fake_trained(folder, method: str, train_hash: str = "abc123"):
+    """The files training writes that eval reads (no weights: enough for describe and sigma)."""
+    folder.mkdir(parents=True)
+    (folder / "train_summary.json").write_text(json.dumps({"method": method, "base_model": "tiny", "train_hash": train_hash}))
+    weighting = {"steper": "learned", "steper-uniform": "uniform"}.get(method, "none")
+    kinds = ("first", "mid", "final") if method != "vanilla-kd" else ("vanilla_kd",)
+    history = [{"step": s, **{k: (1.0 if weighting != "learned" else 1.0 - 0.01 * s * (i + 1))
+                              for i, k in enumerate(kinds)}} for s in (10, 20)]
+    (folder / "weights.json").write_text(json.dumps({"weighting": weighting, "history": history}))
+    return folder
+
+
+def test_sigma_history_only_for_learned_weighting_and_revisions(env, tmp_path):
+    recipe, _, repo_root = env
+    other = load_recipe(repo_root / "recipes" / "quickstart.yaml", [f"runs_dir={tmp_path / 'runs'}", *FAST])
+    from steper_bench.runs import RunPaths
+
+    trained = _fake_trained(RunPaths.for_recipe(other).train("steper"), "steper", other.stage_hash("train"))
+    cfg, method = parse_model_spec("trained:steper", other)
+    assert method == "steper"
+    rows = _sigma_rows("r", cfg, method)
+    assert [(r["step"], r["kind"]) for r in rows] == [(s, k) for s in (10, 20) for k in ("final", "first", "mid")]
+    assert sorted(r["sigma"] for r in rows if r["step"] == 20) == pytest.approx([0.4, 0.6, 0.8])
+    # the trained student's revision is its train-stage hash, the suffix of its folder's name
+    assert describe(cfg).revision == f"train:{trained.name.rsplit('-', 1)[1]}"
+    for flat in ("vanilla-kd", "steper-uniform"):
+        cfg, method = parse_model_spec(str(_fake_trained(tmp_path / flat, flat)), recipe)
+        assert method == flat and _sigma_rows("r", cfg, method) == []
+        assert describe(cfg).revision == "train:abc123"
 
 
 def test_model_specs(env, tmp_path):

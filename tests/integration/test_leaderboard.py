@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
 
 from steper_bench.evaluation import store
 from steper_bench.leaderboard_app import queries
@@ -323,12 +324,14 @@ def test_downloads_and_charts(demo_db, monkeypatch):
     at = run_app(demo_db, monkeypatch)
     buttons = {b.label: b for b in at.get("download_button")}
     assert set(buttons) == {"Download CSV", "Download Markdown (paper layout)"}
-    # The served bytes are identified by their hash: the Markdown is the report's (one
-    # implementation), the CSV is the table shown.
-    con = duckdb.connect(str(demo_db), read_only=True, config=store.DUCKDB_CONFIG)
-    md = leaderboard_markdown(con)
-    con.close()
-    assert md.startswith("| Method | Model |")
+    # The served bytes are identified by their hash: unfiltered, the Markdown is exactly what
+    # `steper-bench report` prints (one implementation); the CSV is the table shown.
+    from steper_bench.cli import app
+
+    report = CliRunner().invoke(app, ["report", "--db", str(demo_db)])
+    assert report.exit_code == 0, report.output
+    md = report.stdout
+    assert md.startswith("| Method | Model | Teacher |") and len(md.strip().splitlines()) == 2 + len(SYSTEMS)
     md_id = _calculate_file_id(md.encode(), "text/markdown", "leaderboard.md")
     assert _payload_id(buttons["Download Markdown (paper layout)"]) == md_id
     csv = main_table(at).to_csv(index=False)
@@ -339,6 +342,15 @@ def test_downloads_and_charts(demo_db, monkeypatch):
     assert charts[1]["encoding"]["x"]["field"] == "latency (s)"
     assert charts[2]["encoding"]["x"]["field"] == "ability"
     assert charts[3]["encoding"]["y"]["field"] == "sigma"
+    assert "log" not in charts[3]["encoding"]["y"]["title"]  # the stored values are sigma (start near 1)
+    # With filters, the export holds the filtered systems only, like the table on the page.
+    at.sidebar.multiselect[1].select("vanilla-kd").run()  # Method
+    con = duckdb.connect(str(demo_db), read_only=True, config=store.DUCKDB_CONFIG)
+    filtered = leaderboard_markdown(con, queries.Filters(methods=("vanilla-kd",)))
+    con.close()
+    assert [ln.split(" | ")[0] for ln in filtered.strip().splitlines()[2:]] == ["| vanilla-kd"]
+    button = {b.label: b for b in at.get("download_button")}["Download Markdown (paper layout)"]
+    assert _payload_id(button) == _calculate_file_id(filtered.encode(), "text/markdown", "leaderboard.md")
 
 
 def test_new_results_show_without_restart(tmp_path, monkeypatch):
@@ -386,6 +398,32 @@ def test_db_path_resolution(tmp_path):
     assert queries.resolve_db_path(["--db=b.duckdb"], env) == Path("b.duckdb")
     assert queries.resolve_db_path([], env) == tmp_path / "env.duckdb"
     assert queries.resolve_db_path([], {}) is None
+
+
+def test_cli_db_order_flag_then_env_then_default(tmp_path, monkeypatch):
+    """`steper-bench leaderboard`: --db wins, then STEPER_DB, then results.duckdb here. The
+    command's exec is intercepted: the argv and environment it would start streamlit with."""
+    from steper_bench.cli import app
+
+    launched = []
+
+    def fake_exec(path, argv, env):
+        launched.append((argv, env["STEPER_DB"]))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", fake_exec)
+    monkeypatch.chdir(tmp_path)
+    flag, env_db = tmp_path / "flag.duckdb", tmp_path / "env.duckdb"
+    for args, env, want in [(["--db", str(flag)], env_db, flag), ([], env_db, env_db),
+                            ([], None, tmp_path / "results.duckdb")]:
+        if env is None:
+            monkeypatch.delenv("STEPER_DB", raising=False)
+        else:
+            monkeypatch.setenv("STEPER_DB", str(env))
+        out = CliRunner().invoke(app, ["leaderboard", "--headless", *args])
+        assert out.exit_code == 0, out.output
+        argv, passed = launched.pop()
+        assert argv[argv.index("--"):] == ["--", "--db", str(want.resolve())] and passed == str(want.resolve())
 
 
 def test_cli_help_and_packaged_app():

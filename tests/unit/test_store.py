@@ -152,20 +152,39 @@ def test_two_processes_writing_both_land(tmp_path, repo_root):
 
 def test_leaderboard_markdown_layout_and_reads_only_runs_and_metrics(tmp_path):
     con = store.connect(tmp_path / "r.duckdb")
+    assert leaderboard_markdown(con).startswith("_No finished runs")
     for run_id, method, dataset, seed in [("a1", "steper", "hotpotqa", 0), ("a2", "steper", "musique", 1),
                                          ("b1", "vanilla-kd", "hotpotqa", 2)]:
-        store.write_run(con, _run(run_id, method=method, dataset=dataset, model="Llama-8B"), _samples(run_id, 50, seed), [], [])
+        store.write_run(con, _run(run_id, method=method, dataset=dataset, model="Llama-8B", teacher="T-70B"),
+                        _samples(run_id, 50, seed), [], [])
     md = leaderboard_markdown(con)
     lines = md.strip().splitlines()
-    assert lines[0] == ("| Method | Model | HotpotQA EM | HotpotQA F1 | HotpotQA Acc | MuSiQue EM | MuSiQue F1 | "
-                        "MuSiQue Acc | Average EM | Average F1 | Average Acc |")
+    assert lines[0] == ("| Method | Model | Teacher | HotpotQA EM | HotpotQA F1 | HotpotQA Acc | MuSiQue EM | "
+                        "MuSiQue F1 | MuSiQue Acc | Average EM | Average F1 | Average Acc |")
     assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| vanilla-kd", "| steper"]
     m = {(r, k): v for r, k, v in con.execute("SELECT run_id, metric, mean FROM metrics").fetchall()}
     steper = lines[3].strip("| ").split(" | ")
-    assert steper[2] == f"{100 * m[('a1', 'em')]:.1f}"
-    assert steper[5] == f"{100 * m[('a2', 'em')]:.1f}"
-    assert steper[8] == f"{100 * (m[('a1', 'em')] + m[('a2', 'em')]) / 2:.1f}"
-    assert lines[2].split(" | ")[5] == "–"  # vanilla-kd has no MuSiQue run
+    assert steper[1:3] == ["Llama-8B", "T-70B"]
+    assert steper[3] == f"{100 * m[('a1', 'em')]:.1f}"
+    assert steper[6] == f"{100 * m[('a2', 'em')]:.1f}"
+    assert steper[9] == f"{100 * (m[('a1', 'em')] + m[('a2', 'em')]) / 2:.1f}"
+    assert lines[2].split(" | ")[6] == "–"  # vanilla-kd has no MuSiQue run
     con.execute("DELETE FROM samples")  # the table comes from runs + metrics only (O(runs))
     assert leaderboard_markdown(con) == md
+    con.close()
+
+
+def test_leaderboard_markdown_one_row_per_teacher(tmp_path):
+    """Students of the same name distilled from two teachers are two systems, two rows; each
+    row shows its own teacher's run, and a re-evaluation replaces the older run of its system."""
+    con = store.connect(tmp_path / "r.duckdb")
+    late = dt.datetime(2025, 1, 2)
+    for run_id, teacher, seed, finished in [("a", "llama-70b", 0, None), ("b", "qwen-72b", 1, None),
+                                            ("a-old", "llama-70b", 2, dt.datetime(2024, 1, 1))]:
+        run = _run(run_id, model="student-1b", teacher=teacher, finished_at=finished or late)
+        store.write_run(con, run, _samples(run_id, 40, seed), [], [])
+    lines = leaderboard_markdown(con).strip().splitlines()[2:]
+    m = {(r, k): v for r, k, v in con.execute("SELECT run_id, metric, mean FROM metrics").fetchall()}
+    got = {ln.strip("| ").split(" | ")[2]: ln.strip("| ").split(" | ")[3] for ln in lines}
+    assert got == {"llama-70b": f"{100 * m[('a', 'em')]:.1f}", "qwen-72b": f"{100 * m[('b', 'em')]:.1f}"}
     con.close()

@@ -9,9 +9,20 @@ import typer
 
 from steper_bench.commands.common import console, fail
 
+DEFAULT_DB = "results.duckdb"
+
+
+def resolve_db(db: Path | None, environ=os.environ) -> Path:
+    """--db, else STEPER_DB, else results.duckdb in the current directory."""
+    env = environ.get("STEPER_DB", "").strip()
+    return Path(db or env or DEFAULT_DB).expanduser().resolve()
+
 
 def leaderboard(
-    db: Annotated[Path, typer.Option("--db", help="Results DuckDB file (opened read-only).")] = Path("results.duckdb"),
+    db: Annotated[
+        Optional[Path],
+        typer.Option("--db", help=f"Results DuckDB file (opened read-only). Default: $STEPER_DB, else {DEFAULT_DB}."),
+    ] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="Port to serve on (streamlit's default: 8501).")] = None,
     headless: Annotated[bool, typer.Option("--headless", help="Do not open a browser.")] = False,
     address: Annotated[
@@ -21,7 +32,7 @@ def leaderboard(
     """Open the Streamlit leaderboard over a results file (`streamlit run` on the packaged app)."""
     from steper_bench.leaderboard_app.queries import launch_command, shell_line
 
-    db = db.expanduser().resolve()
+    db = resolve_db(db)
     if not db.exists():
         console.print(f"[yellow]note[/]: {db} does not exist yet; the page will say so until `steper-bench eval` writes it")
     env = {**os.environ, "STEPER_DB": str(db)}

@@ -106,10 +106,10 @@ def evaluate(recipe: Recipe, *, model: str, db: str | Path | None = None, limit:
     run["n"] = len(samples)
     con = store.connect(db)
     try:
-        metrics = store.write_run(con, run, samples, steps, paragraphs, _sigma_rows(run_id, cfg))
+        metrics = store.write_run(con, run, samples, steps, paragraphs, _sigma_rows(run_id, cfg, method))
     finally:
         con.close()
-    timings = {**runner.timings, "lm_eval_s": lm_seconds, "store_s": time.perf_counter() - t}
+    timings = _timings(runner, lm_seconds, writing_s=time.perf_counter() - t)
     judged = None
     if recipe.eval.judge.enabled:
         from steper_bench.evaluation.judge import judge_runs
@@ -117,7 +117,7 @@ def evaluate(recipe: Recipe, *, model: str, db: str | Path | None = None, limit:
         t = time.perf_counter()
         judged = judge_runs(recipe, db=db, run_ids=[run_id], cache=cache)
         metrics = {**metrics, **{k: v for k, v in _reread(db, run_id).items() if k.startswith("judge_")}}
-        timings["judge_s"] = time.perf_counter() - t
+        timings["judging"] = time.perf_counter() - t
     lm_view = {"results": lm_results, "samples": {
         qid: {"prediction": _lm_prediction(s, ""), **{m: float(s[m]) for m in ("em", "f1", "acc")}}
         for qid, s in lm_samples.items()}}
@@ -195,25 +195,32 @@ def _run_row(recipe: Recipe, run_id: str, cfg: GeneratorConfig, info, method: st
     }
 
 
-def _sigma_rows(run_id: str, cfg: GeneratorConfig) -> list[dict]:
-    """The trained student's learned sigma per kind over training (weights.json history)."""
+def _timings(runner, lm_seconds: float, writing_s: float) -> dict[str, float]:
+    """Where the eval's time went, without double counting: the loop runs inside lm-eval, so
+    scoring is lm-eval's time minus the loop's (retrieval and generation are inside the loop)."""
+    phases = {k: runner.clock.t.get(k, 0.0) for k in ("load", "index", "model_load", "retrieval", "generation")}
+    return {**phases, "scoring": max(lm_seconds - runner.loop_s, 0.0), "writing": writing_s}
+
+
+def _sigma_rows(run_id: str, cfg: GeneratorConfig, method: str) -> list[dict]:
+    """A StepER student's learned sigma per step kind over training (weights.json history).
+    Only the learned weighting has one: steper-uniform keeps s fixed at 0 (sigma 1) and
+    vanilla-kd has no per-kind weights, so their flat histories are not stored."""
     f = Path(cfg.model) / "weights.json"
-    if cfg.backend != "transformers" or not f.exists():
+    if method != "steper" or cfg.backend != "transformers" or not f.exists():
         return []
     try:
-        history = json.loads(f.read_text()).get("history") or []
+        weights = json.loads(f.read_text())
     except (OSError, json.JSONDecodeError):
         return []
+    if weights.get("weighting", "learned") != "learned":
+        return []
     rows = {}
-    for point in history:
+    for point in weights.get("history") or []:
         for kind, sigma in point.items():
             if kind != "step" and isinstance(sigma, (int, float)):
                 rows[(int(point.get("step", 0)), kind)] = float(sigma)
     return [{"run_id": run_id, "step": s, "kind": k, "sigma": v} for (s, k), v in sorted(rows.items())]
-
-
-
-
 
 
 def _now() -> dt.datetime:

@@ -17,10 +17,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from steper_bench.recipe import METHODS as TRAIN_METHODS
 from steper_bench.recipe import GeneratorConfig, Recipe, RecipeError
 from steper_bench.runs import RunPaths
 
-METHODS = ("steper", "steper-uniform", "vanilla-kd", "teacher", "silver", "base")
+METHODS = (*TRAIN_METHODS, "teacher", "silver", "base")
 _OPENAI = re.compile(r"^openai:(?P<model>.+?)(?:@(?P<url>https?://.+))?$")
 _SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)\s*[bB](?![A-Za-z])")
 _FAMILIES = ("llama", "qwen", "mistral", "mixtral", "gemma", "phi", "deepseek", "olmo", "gpt", "smollm", "falcon")
@@ -88,7 +89,25 @@ def describe(cfg: GeneratorConfig) -> ModelInfo:
     size = _size_from_name(base) or _size_from_name(cfg.model)
     if size is None and cfg.backend == "transformers" and local.exists():
         size = _counted_size_b(local)
-    return ModelInfo(name, identity, cfg.revision or "", _family(f"{base} {cfg.model}", local), size, cfg.backend, base)
+    revision = cfg.revision or (_local_revision(local) if cfg.backend == "transformers" and local.is_dir() else "")
+    return ModelInfo(name, identity, revision, _family(f"{base} {cfg.model}", local), size, cfg.backend, base)
+
+
+def _local_revision(folder: Path) -> str:
+    """What identifies a local model's weights: a trained student's train-stage hash (its
+    folder's suffix, from train_summary.json), else the weight files' fingerprint (the one the
+    local generator keys its cache with)."""
+    from steper_bench.generation.local import weights_fingerprint
+
+    summary = folder / "train_summary.json"
+    if summary.exists():
+        try:
+            train_hash = json.loads(summary.read_text()).get("train_hash")
+        except (OSError, json.JSONDecodeError):
+            train_hash = None
+        if train_hash:
+            return f"train:{train_hash}"
+    return f"files:{weights_fingerprint(folder)}"
 
 
 def _base_model_name(folder: Path) -> str:

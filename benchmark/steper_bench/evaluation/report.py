@@ -1,62 +1,57 @@
-"""The leaderboard in the paper's layout: rows = method / model, columns = EM / F1 / Acc per
-dataset, then their average over the datasets a row has. Values are percentages.
+"""The leaderboard in the paper's layout as Markdown: rows = method / model / teacher, columns =
+EM / F1 / Acc per dataset, then their average over the datasets a row has. Values are
+percentages.
 
-Reads only `runs` and `metrics` (O(runs), whatever the number of samples). When a (method,
-model, dataset) was evaluated more than once (different recipes or limits), the most recently
-finished run is shown. Shared by `steper-bench report` and the Streamlit app's export.
+The table itself is the leaderboard app's (`leaderboard_app.queries.system_table`: one row per
+system = method, model, teacher; the latest finished run per system and dataset counts); this
+module only renders it. `steper-bench report` prints it unfiltered, the app's Markdown export
+with the page's filters. Reads only `runs` and `metrics` (O(runs), whatever the number of samples).
 """
 
 from __future__ import annotations
 
 DATASETS = ("hotpotqa", "2wikimultihopqa", "musique")
 DATASET_LABELS = {"hotpotqa": "HotpotQA", "2wikimultihopqa": "2Wiki", "musique": "MuSiQue"}
-SCORES = ("em", "f1", "acc")
 METHOD_ORDER = ("teacher", "silver", "base", "vanilla-kd", "steper-uniform", "steper")
 
 
-def leaderboard_rows(con) -> tuple[list[str], list[dict]]:
-    """(datasets present, rows) with rows = {method, model, size_b, <dataset>: {em, f1, acc}}."""
-    runs = con.execute(
-        """
-        SELECT r.method, r.model, r.model_size_b, r.dataset, m.metric, m.mean
-        FROM (SELECT *, row_number() OVER (PARTITION BY method, model, dataset
-                                           ORDER BY finished_at DESC NULLS LAST) AS k
-              FROM runs WHERE status = 'finished') r
-        JOIN metrics m ON m.run_id = r.run_id
-        WHERE r.k = 1 AND m.metric IN ('em', 'f1', 'acc')
-        """
-    ).fetchall()
-    rows: dict[tuple, dict] = {}
-    present: set[str] = set()
-    for method, model, size, dataset, metric, mean in runs:
-        row = rows.setdefault((method, model), {"method": method, "model": model, "size_b": size})
-        row.setdefault(dataset, {})[metric] = mean
-        present.add(dataset)
-    datasets = [d for d in DATASETS if d in present] + sorted(present - set(DATASETS))
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    ordered = sorted(rows.values(), key=lambda r: (r["size_b"] or 0, order.get(r["method"], 99), r["model"]))
-    return datasets, ordered
+def leaderboard_markdown(con, filters=None) -> str:
+    """The Markdown table of the finished runs passing `filters` (a queries.Filters; None: all)."""
+    from steper_bench.leaderboard_app import queries
 
-
-def _cell(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
-
-
-def leaderboard_markdown(con) -> str:
-    datasets, rows = leaderboard_rows(con)
-    if not rows:
+    runs = queries.run_metrics(con, filters or queries.Filters())
+    if runs.empty:
         return "_No finished runs in this results file yet: run `steper-bench eval`._\n"
-    head = ["Method", "Model"]
-    for d in [*datasets, "average"]:
-        label = DATASET_LABELS.get(d, d) if d != "average" else "Average"
-        head += [f"{label} {s.upper() if s != 'acc' else 'Acc'}" for s in SCORES]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    present = set(runs["dataset"])
+    datasets = [d for d in DATASETS if d in present] + sorted(present - set(DATASETS))
+    return render_markdown(queries.system_table(runs, datasets), datasets)
+
+
+def render_markdown(systems, datasets: list[str]) -> str:
+    """`systems` is a queries.system_table frame; rows in the paper's order (size, then method)."""
+    import pandas as pd
+
+    from steper_bench.leaderboard_app.queries import ANSWER_METRICS, METRIC_LABELS
+
+    labels = [METRIC_LABELS[m] for m in ANSWER_METRICS]
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    rows = sorted(
+        (r for _, r in systems.iterrows()),
+        key=lambda r: (0 if pd.isna(r["size (B)"]) else r["size (B)"], order.get(r["method"], 99), r["model"],
+                       str(r["teacher"])),
+    )
+    head = ["Method", "Model", "Teacher"]
+    for d in datasets:
+        head += [f"{DATASET_LABELS.get(d, d)} {label}" for label in labels]
+    head += [f"Average {label}" for label in labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for r in rows:
-        cells = [r["method"], r["model"]]
-        for d in datasets:
-            cells += [_cell(r.get(d, {}).get(s)) for s in SCORES]
-        for s in SCORES:
-            vals = [r[d][s] for d in datasets if s in r.get(d, {})]
-            cells.append(_cell(sum(vals) / len(vals) if vals else None))
+        cells = [r["method"], r["model"], "" if pd.isna(r["teacher"]) else str(r["teacher"])]
+        cells += [_cell(r[f"{d} {label}"]) for d in datasets for label in labels]
+        cells += [_cell(r[f"avg {label}"]) for label in labels]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(v) -> str:
+    return "–" if v is None or v != v else f"{v:.1f}"  # v != v: NaN (no run on that dataset)

@@ -3,6 +3,9 @@
 The same `run_loop` that builds teacher trajectories runs here with `role="student"` settings
 (eval.few_shot, eval.max_new_tokens). The retrieval corpus is the one the build used: pooled
 over the train and test questions of the recipe's source.
+
+`clock` holds where the time went (build's phases): load, index, model_load, and retrieval /
+generation inside the loop; `loop_s` is the loop's whole time (scoring = lm-eval's time minus it).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 
 from steper_bench.recipe import GeneratorConfig, Recipe
 from steper_bench.records import Question, Trajectory
+from steper_bench.timing import PhaseClock, Timed
 
 
 @dataclass
@@ -22,8 +26,9 @@ class StudentRunner:
     settings: object  # reasoning.loop.LoopSettings
     recipe_hash: str = ""
     dataset_revision: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    clock: PhaseClock = field(default_factory=PhaseClock)
     progress: bool = True
+    loop_s: float = 0.0  # the loops' whole time, retrieval and generation included
 
     def __post_init__(self) -> None:
         self.by_id = {q.id: q for q in self.questions}
@@ -37,37 +42,34 @@ class StudentRunner:
         from steper_bench.runs import RunPaths
         from steper_bench.sources import load_questions
 
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
+        clock = PhaseClock()
         split = recipe.eval.split
-        loaded = load_questions(recipe, split)
-        questions = loaded.questions
-        limit = limit or recipe.eval.limit
-        if limit:
-            questions = questions[:limit]
-        pool = list(loaded.questions)
-        other = "train" if split == "test" else "test"
-        if recipe.corpus.mode == "pooled" and _has_split(recipe, other):
-            pool = load_questions(recipe, other).questions + pool  # the build's corpus: train + test
-        timings["load_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        paths = RunPaths.for_recipe(recipe)
-        retriever = make_retriever(recipe, pool, paths.root / "index", cache)
-        timings["index_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        settings = LoopSettings.from_recipe(recipe, role="student")
-        generator = make_generator(cfg, cache, max_new_tokens=settings.max_new_tokens)
-        timings["model_load_s"] = time.perf_counter() - t
-        return cls(questions, retriever, generator, settings, recipe.hash, loaded.revision, timings, progress)
+        with clock("load"):
+            loaded = load_questions(recipe, split)
+            questions = loaded.questions
+            limit = limit or recipe.eval.limit
+            if limit:
+                questions = questions[:limit]
+            pool = list(loaded.questions)
+            other = "train" if split == "test" else "test"
+            if recipe.corpus.mode == "pooled" and _has_split(recipe, other):
+                pool = load_questions(recipe, other).questions + pool  # the build's corpus: train + test
+        with clock("index"):
+            retriever = make_retriever(recipe, pool, RunPaths.for_recipe(recipe).root / "index", cache)
+        with clock("model_load"):
+            settings = LoopSettings.from_recipe(recipe, role="student")
+            generator = make_generator(cfg, cache, max_new_tokens=settings.max_new_tokens)
+        return cls(questions, retriever, generator, settings, recipe.hash, loaded.revision, clock, progress)
 
     def run(self, questions: list[Question]) -> list[Trajectory]:
         """One multi-step loop over all of them: every step is one batch across questions."""
         from steper_bench.reasoning.loop import run_loop
 
         t = time.perf_counter()
-        out = run_loop(questions, self.retriever, self.generator, self.settings,
+        out = run_loop(questions, Timed(self.retriever, self.clock, "retrieval"),
+                       Timed(self.generator, self.clock, "generation"), self.settings,
                        progress=self.progress, recipe_hash=self.recipe_hash)
-        self.timings["loop_s"] = self.timings.get("loop_s", 0.0) + time.perf_counter() - t
+        self.loop_s += time.perf_counter() - t
         return out
 
     def close(self) -> None:

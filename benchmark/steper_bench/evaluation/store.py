@@ -7,8 +7,9 @@ they change):
 - `schema_version(version)`: one row, checked on open.
 - `runs`: one row per evaluated (recipe eval settings, model, split, limit). `run_id` is a
   deterministic hash of those, so re-running the same eval replaces the run's rows.
-  Columns: run_id PK, recipe_name, recipe_hash, eval_hash, model, model_revision, model_family,
-  model_size_b (from names like 8B / 0.5B, or counted parameters of a local model), backend,
+  Columns: run_id PK, recipe_name, recipe_hash, eval_hash, model, model_revision (the Hub
+  revision; `train:<train hash>` for a trained student, `files:<fingerprint>` of the weight files
+  for another local folder), model_family, model_size_b (from names like 8B / 0.5B, or counted parameters of a local model), backend,
   method (steper | steper-uniform | vanilla-kd | teacher | silver | base), teacher, dataset,
   dataset_revision, split, n, versions JSON (library versions), git_commit, seeds JSON,
   started_at, finished_at, status (running | finished | failed).
@@ -23,11 +24,13 @@ they change):
   status 'failed' and the error (failures are kept and counted, never scored as zero).
 - `pairwise`: judge verdicts comparing two runs on the same question per ability, asked in
   both orders; verdict a | b | tie (inconsistent orders count as a tie, failures as failed).
-- `sigma_history`: the learned log-sigma per loss kind over training steps, copied from the
-  trained student's weights.json.
-- `metrics`: per run and metric (em, f1, acc, steps_used, latency_s, sp_recall,
-  answer_in_retrieval, judge_<ability>), mean with a 95% percentile bootstrap interval (1000
-  resamples, fixed seed), computed at write time so reading a leaderboard is O(runs).
+- `sigma_history`: the learned sigma (not log sigma; starts near 1.0) per step kind over
+  training steps, copied from a `steper` student's weights.json (learned weighting only).
+- `metrics`: a TABLE (not a view) precomputed at write time: per run and metric (em, f1, acc,
+  steps_used, latency_s, sp_recall, answer_in_retrieval, judge_<ability>), mean with a 95%
+  percentile bootstrap interval (1000 resamples, fixed seed). A view could not hold the
+  bootstrap intervals cheaply; precomputing keeps reading a leaderboard O(runs). Writers
+  refresh a run's rows (`write_run`, `write_judgments`), so never edit samples directly.
 
 Writers hold the file only for one short transaction; DuckDB allows one writing process at a
 time, so `connect` retries with backoff until the other writer is done.

@@ -31,7 +31,7 @@ def _pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _fingerprint(path: Path) -> str:
+def weights_fingerprint(path: Path) -> str:
     """Names, sizes and mtimes of a local model's weight/config files: a retrained model in the
     same folder gets new cache keys."""
     if not path.is_dir():
@@ -85,7 +85,7 @@ class TransformersGenerator:
         self.cfg, self.cache, self.max_new_tokens = cfg, cache, max_new_tokens
         self.identity = GeneratorIdentity(backend=BACKEND, model=cfg.model, revision=cfg.revision or "")
         self.model, self.tokenizer = load_model(cfg.model, cfg.revision, cfg.device)
-        self._fingerprint = _fingerprint(Path(cfg.model))
+        self._fingerprint = weights_fingerprint(Path(cfg.model))
         limit = getattr(self.model.config, "max_position_embeddings", None) or 4096
         self.max_prompt_tokens = max(limit - max_new_tokens, 16)
         self.stats = {"requests": 0, "cache_hits": 0, "errors": 0, "truncated": 0}
