@@ -96,15 +96,17 @@ def extract_answer(text: str | None) -> str | None:
 _F1_SPEC = re.compile(r"f1>=(0(?:\.\d+)?|1(?:\.0+)?)")
 
 
+def check_filter(spec: str) -> str:
+    """A build filter spec, validated: acc | em | all | f1>=x with x in [0, 1]."""
+    if spec in ("acc", "em", "all") or _F1_SPEC.fullmatch(spec):
+        return spec
+    raise ValueError("allowed: acc, em, all, or f1>=x with x in [0, 1] (e.g. f1>=0.8)")
+
+
 def passes_filter(scores: dict[str, float], spec: str) -> bool:
     """Whether a trajectory's scores pass a build filter: acc | em | all | f1>=x."""
-    if spec == "acc":
-        return scores["acc"] >= 1.0
-    if spec == "em":
-        return scores["em"] >= 1.0
-    if spec == "all":
+    if check_filter(spec) == "all":
         return True
-    m = _F1_SPEC.fullmatch(spec)
-    if m:
-        return scores["f1"] >= float(m.group(1))
-    raise ValueError(f"unknown filter {spec!r}: allowed acc, em, all, f1>=x (e.g. f1>=0.8)")
+    if spec in ("acc", "em"):
+        return scores[spec] >= 1.0
+    return scores["f1"] >= float(_F1_SPEC.fullmatch(spec).group(1))

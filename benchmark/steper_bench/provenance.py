@@ -21,10 +21,12 @@ def package_versions(names: tuple[str, ...] = STACK) -> dict[str, str]:
     return out
 
 
-def git_commit(folder: Path) -> str | None:
-    """The commit of the checkout holding `folder`, or None outside a git checkout."""
+def git_commit(folder: Path | None = None) -> str | None:
+    """The commit of the checkout holding `folder` (default: steper-bench's own code), or None
+    outside a git checkout (e.g. an installed wheel, whose version is in package_versions)."""
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder or Path(__file__).parent, capture_output=True,
+                           text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (r.stdout.strip() or None) if r.returncode == 0 else None

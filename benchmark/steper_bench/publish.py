@@ -251,8 +251,8 @@ def _upload_card(api, repo_id: str, data_dir: Path, recipe: Recipe) -> str:
     recipe_file = data_dir / "recipe.yaml"
     ops = [CommitOperationAdd("README.md", merged.encode("utf-8")),
            CommitOperationAdd("recipe.yaml", recipe_file.read_bytes() if recipe_file.exists() else recipe.to_yaml().encode())]
-    api.create_commit(repo_id, ops, repo_type="dataset", commit_message="steper-bench: dataset card and recipe")
-    return api.dataset_info(repo_id).sha
+    # The commit we made (or the head it left unchanged), not whatever head a concurrent push moved to.
+    return api.create_commit(repo_id, ops, repo_type="dataset", commit_message="steper-bench: dataset card and recipe").oid
 
 
 def _tag(api, repo_id: str, tag: str, head: str) -> None:

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from steper_bench.metrics import check_filter
+
 ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 UNHASHED = {"hash": False}
 
@@ -115,9 +117,7 @@ class DatasetConfig(Section):
     @field_validator("filter")
     @classmethod
     def _filter(cls, v: str) -> str:
-        if v in ("acc", "em", "all") or re.fullmatch(r"f1>=(0(\.\d+)?|1(\.0+)?)", v):
-            return v
-        raise ValueError("allowed: acc, em, all, or f1>=x with x in [0, 1] (e.g. f1>=0.8)")
+        return check_filter(v)
 
 
 class LoraConfig(Section):

@@ -44,8 +44,10 @@ class RunPaths:
     def trajectories(self, split: str) -> Path:
         return self.root / "trajectories" / f"{split}.jsonl"
 
-    def index(self, corpus_hash: str) -> Path:
-        return self.root / "index" / corpus_hash
+    @property
+    def indexes(self) -> Path:
+        """Retrieval indexes, one folder per corpus content hash (made by make_retriever)."""
+        return self.root / "index"
 
     def train(self, method: str) -> Path:
         return self.root / "train" / f"{method}-{self.recipe.stage_hash('train')}"

@@ -111,5 +111,5 @@ def test_passes_filter(scores, spec, expected):
 
 
 def test_unknown_filter_is_an_error():
-    with pytest.raises(ValueError, match="allowed acc, em, all, f1>=x"):
+    with pytest.raises(ValueError, match="allowed: acc, em, all, or f1>=x"):
         passes_filter({"em": 1.0, "f1": 1.0, "acc": 1.0}, "f1>0.5")

@@ -189,7 +189,7 @@ def _run_row(recipe: Recipe, run_id: str, cfg: GeneratorConfig, info, method: st
         "model_size_b": info.size_b, "backend": info.backend, "method": method,
         "teacher": recipe.teacher.model, "dataset": recipe.source.dataset,
         "dataset_revision": runner.dataset_revision, "split": recipe.eval.split,
-        "versions": package_versions(), "git_commit": git_commit(recipe.base_dir),
+        "versions": package_versions(), "git_commit": git_commit(),
         "seeds": {"source": recipe.source.seed, "generator": cfg.seed, "bootstrap": store.BOOTSTRAP_SEED},
         "started_at": started, "finished_at": _now(), "status": "finished",
     }

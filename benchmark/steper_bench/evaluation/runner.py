@@ -55,7 +55,7 @@ class StudentRunner:
             if recipe.corpus.mode == "pooled" and _has_split(recipe, other):
                 pool = load_questions(recipe, other).questions + pool  # the build's corpus: train + test
         with clock("index"):
-            retriever = make_retriever(recipe, pool, RunPaths.for_recipe(recipe).root / "index", cache)
+            retriever = make_retriever(recipe, pool, RunPaths.for_recipe(recipe).indexes, cache)
         with clock("model_load"):
             settings = LoopSettings.from_recipe(recipe, role="student")
             generator = make_generator(cfg, cache, max_new_tokens=settings.max_new_tokens)

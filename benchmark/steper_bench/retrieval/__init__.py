@@ -1,10 +1,10 @@
 """Retrieval: build the corpus from the loaded questions and pick the backend the recipe names.
 
-    retriever = make_retriever(recipe, questions, index_dir=paths.root / "index", cache=cache)
+    retriever = make_retriever(recipe, questions, index_dir=paths.indexes, cache=cache)
     retriever.retrieve(["query", ...], k=4, question_ids=[...])  # -> list[list[Paragraph]]
 
 `index_dir` is the folder that holds indexes: a corpus's index lives in
-`index_dir/<corpus hash>` (= `RunPaths.index(corpus_hash)`), built once, loaded on re-runs.
+`index_dir/<corpus hash>` (`RunPaths.indexes` is the usual index_dir), built once, loaded on re-runs.
 With a `RequestCache`, results are cached too (key: backend, corpus hash, query, k, question id),
 so one cache serves teacher, judge and retrieval.
 """
