@@ -150,34 +150,41 @@ def _scripted_teacher(questions):
     return handle, delay
 
 
-@pytest.mark.slow
-def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
+def _kill_build_then_resume(tmp_path, killed_when):
+    """Run `steper-bench build` against the scripted teacher, SIGKILL it once
+    `killed_when(server, trajectories_file)` holds, resume in process and build a clean copy.
+    Returns (lines flushed at the kill, resumed summary, clean summary, trajectories file)."""
     from steper_bench.sources import load_questions
 
     base = recipe(tmp_path / "probe")
     qs = load_questions(base, "train").questions + load_questions(base, "test").questions
     handler, delay = _scripted_teacher(qs)
-    with scripted_server(handler) as url:
-        sets = [f"runs_dir={tmp_path / 'killed'}", *SMALL, "teacher.backend=openai", f"teacher.base_url={url}",
+    with scripted_server(handler) as server:
+        sets = [f"runs_dir={tmp_path / 'killed'}", *SMALL, "teacher.backend=openai", f"teacher.base_url={server}",
                 "teacher.model=scripted", "teacher.concurrency=16"]
         r = load_recipe(QUICKSTART, sets)
         out = Path(tmp_path / "killed") / f"quickstart-{r.stage_hash('build')}" / "trajectories" / "train.jsonl"
         cmd = [*CLI, "build", str(QUICKSTART), "--quiet", *[x for s in sets for x in ("--set", s)]]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if out.exists() and out.read_bytes().count(b"\n") >= 1:
-                break
-            time.sleep(0.02)
+        while time.monotonic() < deadline and proc.poll() is None and not killed_when(server, out):
+            time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)  # the build process itself, by its PID
         proc.wait(timeout=10)
-        partial = out.read_bytes().count(b"\n")
-        assert 0 < partial < 30, f"kill landed at {partial} trajectories: not mid-way"
+        partial = out.read_bytes().count(b"\n") if out.exists() else 0
         delay["s"] = 0.0
         resumed = build(r, progress=False, log=lambda m: None)
-        assert resumed.splits["train"].resumed == partial
         clean = build(load_recipe(QUICKSTART, [f"runs_dir={tmp_path / 'clean'}", *sets[1:]]),
                       progress=False, log=lambda m: None)
+    return partial, resumed, clean, out
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
+    partial, resumed, clean, out = _kill_build_then_resume(
+        tmp_path, lambda server, out: out.exists() and out.read_bytes().count(b"\n") >= 1)
+    assert 0 < partial < 30, f"kill landed at {partial} trajectories: not mid-way"
+    assert resumed.splits["train"].resumed == partial
     lines = [ln for ln in out.read_text().splitlines() if ln.strip()]
     assert len({__import__("json").loads(ln)["question_id"] for ln in lines}) == 30
     got, want = stable(tables(Path(resumed.paths["dataset"]))), stable(tables(Path(clean.paths["dataset"])))
@@ -228,32 +235,18 @@ def test_build_with_a_real_transformers_serve_teacher(tiny_model_dir, tmp_path):
 def test_sigkill_inside_a_step_repeats_no_answered_call(tmp_path):
     """Killed while step 1's batch is half answered (no trajectory finished yet): the answers
     that came back are in the cache, so the re-run pays only for the rest."""
-    from steper_bench.sources import load_questions
 
-    base = recipe(tmp_path / "probe")
-    qs = load_questions(base, "train").questions + load_questions(base, "test").questions
-    handler, delay = _scripted_teacher(qs)
-    with scripted_server(handler) as server:
-        sets = [f"runs_dir={tmp_path / 'killed'}", *SMALL, "teacher.backend=openai", f"teacher.base_url={server}",
-                "teacher.model=scripted", "teacher.concurrency=16"]
-        r = load_recipe(QUICKSTART, sets)
-        out = Path(tmp_path / "killed") / f"quickstart-{r.stage_hash('build')}" / "trajectories" / "train.jsonl"
-        cmd = [*CLI, "build", str(QUICKSTART), "--quiet", *[x for s in sets for x in ("--set", s)]]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 60
+    def second_wave_in_flight(server, out):
         # 1 preflight GET, 16 step-1 requests (answered after 0.3 s, together), then the other 14,
         # sent as the first answers come back: once all 30 are sent, the first 16 are answered
         # (give the last of them 0.1 s) and the second wave is still in flight for 0.2 s.
-        while time.monotonic() < deadline and proc.poll() is None and server.count < 31:
-            time.sleep(0.005)
+        if server.count < 31:
+            return False
         time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        assert not out.exists() or out.read_text().strip() == "", "the kill landed after a step ended"
-        delay["s"] = 0.0
-        resumed = build(r, progress=False, log=lambda m: None)
-        clean = build(load_recipe(QUICKSTART, [f"runs_dir={tmp_path / 'clean'}", *sets[1:]]),
-                      progress=False, log=lambda m: None)
+        return True
+
+    partial, resumed, clean, _ = _kill_build_then_resume(tmp_path, second_wave_in_flight)
+    assert partial == 0, "the kill landed after a step ended"
     assert resumed.cache_hits >= 16  # step 1's answered requests were not paid for again
     assert resumed.requests + resumed.cache_hits == clean.requests
     assert stable(tables(Path(resumed.paths["dataset"]))) == stable(tables(Path(clean.paths["dataset"])))

@@ -8,7 +8,7 @@ import time
 
 import duckdb
 import pytest
-from reliability_helpers import QUICKSTART, SMALL, cli_env, figure, no_traceback, sets_args, spawn
+from support.reliability import QUICKSTART, SMALL, cli_env, figure, no_traceback, sets_args, spawn
 
 from steper_bench.evaluation import store
 

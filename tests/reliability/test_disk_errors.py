@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_helpers import CLI, QUICKSTART, cli_env, figure
+from support.reliability import CLI, QUICKSTART, cli_env, figure
 
 from steper_bench.build import build
 from steper_bench.recipe import load_recipe

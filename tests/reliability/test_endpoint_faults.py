@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from reliability_helpers import QUICKSTART, figure
+from support.reliability import QUICKSTART, figure
 from support.servers import Reply, free_port, scripted_server
 
 from steper_bench.build import build

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import CLI, QUICKSTART, REPO, figure
+from support.reliability import CLI, QUICKSTART, REPO, figure
 from typer.testing import CliRunner
 
 from steper_bench.cli import app

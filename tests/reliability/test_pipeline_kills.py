@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import (
+from support.reliability import (
     HF_MARK, OPENAI_MARK, QUICKSTART, SMALL, cli_env, db_view, figure, kill_when, no_traceback, run_cli,
     sets_args, spawn,
 )
