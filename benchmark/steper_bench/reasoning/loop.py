@@ -257,14 +257,21 @@ class _Progress:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+            from rich.text import Text
+
+            loop_progress = self
+
+            class Live(ProgressColumn):  # read on every redraw: requests move during a long step too
+                def render(self, task):
+                    return Text(loop_progress._info())
 
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False,
+                TimeElapsedColumn(), Live(), transient=False,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task("questions", total=self.total, info="")
+            self._task = self._progress.add_task("questions", total=self.total)
         return self
 
     def __exit__(self, *exc):
@@ -281,11 +288,13 @@ class _Progress:
         self._refresh()
 
     def _refresh(self) -> None:
-        if self._progress is None:
-            return
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.done)
+
+    def _info(self) -> str:
         stats = getattr(self.generator, "stats", {})
-        called = stats.get("requests", 0) - stats.get("cache_hits", 0)  # answers served by a model
+        # HTTP calls as they go out (retries included); local backends: requests not served by the cache
+        called = stats.get("calls", stats.get("requests", 0) - stats.get("cache_hits", 0))
         rate = called / max(time.perf_counter() - self.t0, 1e-9)
-        info = (f"step {self.index} | {rate:.1f} req/s | cache hits {stats.get('cache_hits', 0)} | "
+        return (f"step {self.index} | {rate:.1f} req/s | cache hits {stats.get('cache_hits', 0)} | "
                 f"errors {stats.get('errors', 0)} | failed {self.failed}")
-        self._progress.update(self._task, completed=self.done, info=info)
