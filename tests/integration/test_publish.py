@@ -188,3 +188,19 @@ def test_merge_card_replaces_only_our_section():
     # A hand-written body without markers is kept, ours appended.
     _, body = split_front_matter(merge_card("# Mine\n", ours))
     assert body.lstrip().startswith("# Mine") and "new text" in body
+
+
+def test_build_push_builds_then_publishes(tmp_path):
+    """`build --push` is build, then the same publish: the Hub repo ends with every config."""
+    sets = [f"runs_dir={tmp_path / 'runs'}", "source.train_limit=6", "source.test_limit=2",
+            "dataset.hub_repo=tester/pushed"]
+    with hub_emulator() as (url, state):
+        cmd = [sys.executable, "-m", "steper_bench", "build", str(QUICKSTART), "--quiet", "--push",
+               *[x for s in sets for x in ("--set", s)]]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=_env(url, tmp_path / "hf"), timeout=120)
+        assert p.returncode == 0, p.stderr[-3000:]
+        files = state.repo("tester/pushed").files("main")
+        r = load_recipe(QUICKSTART, sets)
+        assert f"recipe-{r.stage_hash('build')}" in state.repo("tester/pushed").tags
+    assert {"README.md", "recipe.yaml"} <= set(files)
+    assert {name.split("/")[0] for name in files if name.endswith(".parquet")} == set(CONFIGS)
