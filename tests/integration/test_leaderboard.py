@@ -442,3 +442,27 @@ def test_cli_help_and_packaged_app():
     assert out.returncode == 0, out.stderr
     for opt in ("--db", "--port", "--headless"):
         assert opt in out.stdout
+
+
+def test_dataset_filter_on_real_evals(tmp_path, monkeypatch):
+    """Two real evals of the silver teacher (HotpotQA and 2Wiki samples) in one file: the table
+    holds both datasets' columns and the dataset filter narrows it to one."""
+    from steper_bench.evaluation import evaluate
+    from steper_bench.recipe import load_recipe
+
+    db = tmp_path / "results.duckdb"
+    wiki = ["source.dataset=2wikimultihopqa", "source.train_file=../data/2wikimultihopqa/train.jsonl",
+            "source.test_file=../data/2wikimultihopqa/dev.jsonl"]
+    for extra in ([], wiki):
+        r = load_recipe(REPO / "recipes" / "quickstart.yaml", [f"runs_dir={tmp_path / 'runs'}", "eval.limit=4", *extra])
+        evaluate(r, model="supporting-facts", db=db, progress=False)
+    at = run_app(db, monkeypatch)
+    table = main_table(at)
+    assert {"hotpotqa Acc", "2wikimultihopqa Acc"} <= set(table.columns)
+    want = expected(db, "acc")
+    row = table.iloc[0]
+    assert row["2wikimultihopqa Acc"] == pytest.approx(want[("silver", "supporting-facts", "2wikimultihopqa")])
+    at.sidebar.multiselect[0].select("2wikimultihopqa").run()  # Dataset
+    table = main_table(at)
+    assert not [c for c in table.columns if c.startswith("hotpotqa")]
+    assert table.iloc[0]["avg Acc"] == pytest.approx(want[("silver", "supporting-facts", "2wikimultihopqa")])
