@@ -188,3 +188,40 @@ def test_leaderboard_markdown_one_row_per_teacher(tmp_path):
     got = {ln.strip("| ").split(" | ")[2]: ln.strip("| ").split(" | ")[3] for ln in lines}
     assert got == {"llama-70b": f"{100 * m[('a', 'em')]:.1f}", "qwen-72b": f"{100 * m[('b', 'em')]:.1f}"}
     con.close()
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from steper_bench.evaluation import store
+    from unit.test_store import _run, _samples, _steps
+    con = store.connect({db!r})
+    store.write_run(con, _run("old"), _samples("old", 30), _steps("old", 30), [])
+    insert = store._insert
+
+    def insert_then_stall(con, table, rows, *a, **kw):  # stall inside the transaction
+        insert(con, table, rows, *a, **kw)
+        if table == "samples":
+            print("inside", flush=True)
+            time.sleep(60)
+
+    store._insert = insert_then_stall
+    store.write_run(con, _run("new"), _samples("new", 500), _steps("new", 500), [])
+""")
+
+
+def test_kill_inside_the_write_transaction_leaves_nothing_half_written(tmp_path, repo_root):
+    db = tmp_path / "results.duckdb"
+    script = tmp_path / "killed_writer.py"
+    script.write_text(KILLED_WRITER.format(tests=str(repo_root / "tests"), db=str(db)))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "inside"  # samples inserted, COMMIT not reached
+    p.kill()
+    p.wait(timeout=10)
+    con = store.connect(db)
+    counts = dict(con.execute("SELECT run_id, count(*) FROM samples GROUP BY run_id").fetchall())
+    assert counts == {"old": 30}  # the killed run left no row; the earlier run is whole
+    assert con.execute("SELECT count(*) FROM runs WHERE run_id='new'").fetchone()[0] == 0
+    store.write_run(con, _run("new"), _samples("new", 500), _steps("new", 500), [])  # the re-run lands
+    assert con.execute("SELECT count(*) FROM samples WHERE run_id='new'").fetchone()[0] == 500
+    con.close()
