@@ -89,8 +89,11 @@ def _train(recipe, force, say, report) -> dict[str, Path]:
             shutil.rmtree(folder, ignore_errors=True)
         r = train(recipe, method=method)
         status = "skipped" if r.skipped_existing else "done"
-        detail = ("already trained for train hash " + recipe.stage_hash("train") if r.skipped_existing
-                  else f"{r.steps} steps, sigmas " + ", ".join(f"{k} {v:.3f}" for k, v in r.sigmas.items()))
+        if r.skipped_existing:
+            detail = "already trained for train hash " + recipe.stage_hash("train")
+        else:  # sigmas mean something only where they were learned
+            sigmas = ", sigmas " + ", ".join(f"{k} {v:.3f}" for k, v in r.sigmas.items()) if method == "steper" else ""
+            detail = f"{r.steps} steps{sigmas}"
         report.add(StageReport("train", method, status, r.seconds, detail, {"training": r.seconds}), say)
         out[method] = r.output_dir
     return out

@@ -126,7 +126,7 @@ class TransformersGenerator:
         from transformers import StoppingCriteriaList
 
         tok, c = self.tokenizer, self.cfg
-        rows = tok(prompts)["input_ids"]
+        rows = tok(prompts, verbose=False)["input_ids"]  # over-long prompts are cut (and counted) below
         self.stats["truncated"] += sum(len(r) > self.max_prompt_tokens for r in rows)
         rows = [r[-self.max_prompt_tokens :] for r in rows]  # an over-long prompt loses its oldest text
         enc = tok.pad({"input_ids": rows}, padding=True, return_tensors="pt").to(self.model.device)
