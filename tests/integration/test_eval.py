@@ -285,3 +285,19 @@ def test_eval_runs_the_judge_when_enabled(env, tmp_path):
 
 def server_count(url) -> int:
     return url.count
+
+
+@pytest.mark.slow
+def test_harness_cli_entry_point(env, tmp_path):
+    """`python -m steper_bench.lm_eval` is lm-eval's own CLI with our model and tasks."""
+    import subprocess
+    import sys
+
+    _, _, repo = env
+    cmd = [sys.executable, "-m", "steper_bench.lm_eval", "--model", "steper-multistep", "--model_args",
+           f"recipe={repo / 'recipes' / 'quickstart.yaml'},model=supporting-facts,sets=eval.limit=3;runs_dir={tmp_path}",
+           "--tasks", "steper_hotpotqa"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [ln for ln in p.stdout.splitlines() if "|steper_hotpotqa" in ln or "|acc" in ln or "|em" in ln]
+    assert rows and all(ln.split("|")[7].strip() == "1" for ln in rows), p.stdout[-2000:]

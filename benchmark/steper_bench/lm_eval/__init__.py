@@ -9,8 +9,9 @@ From Python, `steper_bench.evaluation.evaluate(...)` runs everything. From the h
 
     python -m steper_bench.lm_eval --model steper-multistep \
         --model_args recipe=recipes/quickstart.yaml,model=supporting-facts \
-        --tasks steper_hotpotqa --include_path $(python -c 'import steper_bench.lm_eval as m; print(m.TASKS_DIR)') \
-        --log_samples --output_path out/
+        --tasks steper_hotpotqa --log_samples --output_path out/
+
+(our task folder is added as --include_path unless you pass one).
 """
 
 from __future__ import annotations
