@@ -42,18 +42,23 @@ class RunReport:
             + (f" - {report.detail}" if report.detail else ""))
 
 
-def run(recipe: Recipe, *, force: set[str] = frozenset(), db: str | Path | None = None,
-        progress: bool = True, say: Callable[[str], None] = print) -> RunReport:
+def parse_force(force: set[str] | list[str]) -> set[str]:
+    """The stages `--force` names (`all` = every stage); an unknown name is a ValueError."""
     unknown = set(force) - set(STAGES) - {"all"}
     if unknown:
         raise ValueError(f"--force {', '.join(sorted(unknown))}: allowed stages are {', '.join(STAGES)} or all")
-    force = set(STAGES) if "all" in force else set(force)
+    return set(STAGES) if "all" in force else set(force)
+
+
+def run(recipe: Recipe, *, force: set[str] = frozenset(), db: str | Path | None = None,
+        progress: bool = True, say: Callable[[str], None] = print) -> RunReport:
+    force = parse_force(force)
     t0 = time.perf_counter()
     report = RunReport(db=str(Path(db) if db else Path(recipe.eval.db)))
     _build(recipe, "build" in force, progress, say, report)
-    trained = _train(recipe, "train" in force, say, report)
+    _train(recipe, "train" in force, say, report)
     judge_ok = _judge_reachable(recipe, say)
-    run_ids = _evaluate(recipe, "eval" in force, trained, report.db, progress, say, report)
+    run_ids = _evaluate(recipe, "eval" in force, report.db, progress, say, report)
     if judge_ok:
         _judge(recipe, "judge" in force, run_ids, report.db, say, report)
     report.seconds = time.perf_counter() - t0
@@ -79,10 +84,9 @@ def _build(recipe, force, progress, say, report) -> None:
     report.add(StageReport("build", recipe.name, status, summary.seconds, detail, dict(summary.timings)), say)
 
 
-def _train(recipe, force, say, report) -> dict[str, Path]:
+def _train(recipe, force, say, report) -> None:
     from steper_bench.training.pipeline import train
 
-    out: dict[str, Path] = {}
     for method in recipe.train.methods:
         folder = RunPaths.for_recipe(recipe).train(method)
         if force:
@@ -95,11 +99,9 @@ def _train(recipe, force, say, report) -> dict[str, Path]:
             sigmas = ", sigmas " + ", ".join(f"{k} {v:.3f}" for k, v in r.sigmas.items()) if method == "steper" else ""
             detail = f"{r.steps} steps{sigmas}"
         report.add(StageReport("train", method, status, r.seconds, detail, {"training": r.seconds}), say)
-        out[method] = r.output_dir
-    return out
 
 
-def _evaluate(recipe, force, trained, db, progress, say, report) -> list[str]:
+def _evaluate(recipe, force, db, progress, say, report) -> list[str]:
     from steper_bench.evaluation.evaluate import default_models, evaluate
 
     # The judge runs as its own stage below, so that an unreachable judge never blocks eval.

@@ -18,13 +18,15 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Build -> train -> eval (-> judge) into the results database; finished stages are skipped."""
-    from steper_bench.pipeline import STAGES, profile_table, run as run_pipeline
+    from steper_bench.pipeline import parse_force, profile_table, run as run_pipeline
 
     r = load(recipe, set_)
-    if unknown := set(force or []) - {*STAGES, "all"}:
-        fail(f"--force {', '.join(sorted(unknown))}: allowed stages are {', '.join(STAGES)} or all")
+    try:
+        stages = parse_force(force or [])
+    except ValueError as e:
+        fail(str(e))
     with user_facing():
-        report = run_pipeline(r, force=set(force or []), db=db, progress=not quiet,
+        report = run_pipeline(r, force=stages, db=db, progress=not quiet,
                               say=lambda m: console.print(m, highlight=False, markup=False))
     if profile:
         console.print(profile_table(report))
