@@ -14,7 +14,7 @@ they change):
   dataset_revision, split, n, versions JSON (library versions), git_commit, seeds JSON,
   started_at, finished_at, status (running | finished | failed).
 - `samples`: one row per question: gold JSON (answer list), prediction, em / f1 / acc,
-  steps_used, stop_reason (answered | max_steps | failed), latency_s, tokens, sp_recall (gold
+  steps_used, stop_reason (answered | max_steps | empty | failed), latency_s, tokens, sp_recall (gold
   supporting paragraphs among the final context), answer_in_retrieval (0/1).
 - `steps`: one row per reasoning step: query, retrieved / new / context pids (JSON lists),
   reasoning, latency_s, tokens, sp_recall after the step, error.

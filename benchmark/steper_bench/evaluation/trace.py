@@ -8,7 +8,7 @@ lm-eval keeps only the final prediction; the step trace comes from our own traje
   another question. None when the question has no supporting paragraphs marked.
 - answer_in_retrieval: 1.0 when a normalised gold answer appears (token-bounded, the same test
   as Acc) in any paragraph retrieved for the question.
-- steps used, stop reason (answered | max_steps | failed), latency and tokens per question and
+- steps used, stop reason (answered | max_steps | empty | failed), latency and tokens per question and
   per step.
 """
 
