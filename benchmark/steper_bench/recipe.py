@@ -223,8 +223,7 @@ class Recipe(Section):
         return d if sections is None else {k: d[k] for k in sections if k in d}
 
     def content_hash(self, sections: tuple[str, ...] | None = None) -> str:
-        blob = json.dumps(self.hashed_dict(sections), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return digest(self.hashed_dict(sections))
 
     @property
     def hash(self) -> str:
@@ -234,7 +233,10 @@ class Recipe(Section):
     def stage_hash(self, stage: Literal["build", "train", "eval"]) -> str:
         """Hash of what a stage's output depends on: changing train settings does not redo the
         build, changing eval settings does not retrain."""
-        return self.content_hash(STAGE_SECTIONS[stage])
+        d = self.hashed_dict(STAGE_SECTIONS[stage])
+        for section, fields in STAGE_EXCLUDES.get(stage, {}).items():
+            d[section] = {k: v for k, v in d[section].items() if k not in fields}
+        return digest(d)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
@@ -245,6 +247,18 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("source", "corpus", "framework", "teacher", "dataset", "train"),
     "eval": ("source", "corpus", "framework", "eval"),
 }
+# Fields of a stage's sections that do not change that stage's numbers: which models a run
+# evaluates, whether the teacher is among them and the judge settings leave every student's
+# scores (and so its run id) as they are.
+STAGE_EXCLUDES: dict[str, dict[str, tuple[str, ...]]] = {
+    "eval": {"eval": ("models", "include_teacher", "judge")},
+}
+
+
+def digest(obj: Any) -> str:
+    """16 hex characters of sha256 over canonical JSON: the one hash of recipes and run ids."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _hashed(model: BaseModel) -> dict[str, Any]:

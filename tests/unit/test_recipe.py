@@ -141,6 +141,9 @@ def test_hash_ignores_unhashed_fields_and_follows_results(tmp_path):
     assert lr.stage_hash("eval") == base.stage_hash("eval")
     ev = load_recipe(path, ["eval.few_shot=2"])
     assert ev.stage_hash("train") == base.stage_hash("train") and ev.stage_hash("eval") != base.stage_hash("eval")
+    # Which models are evaluated, and the judge, change no student's numbers: same eval hash.
+    listed = load_recipe(path, ["eval.models=[supporting-facts]", "eval.include_teacher=false", "eval.judge.model=x"])
+    assert listed.stage_hash("eval") == base.stage_hash("eval") and listed.hash != base.hash
     assert len(base.hash) == 16 and base.hash == load_recipe(path).hash
 
 

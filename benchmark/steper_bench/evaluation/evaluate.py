@@ -9,8 +9,6 @@ so); `force=True` replaces it.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import logging
 import time
@@ -20,12 +18,11 @@ from pathlib import Path
 from steper_bench.evaluation import store, trace
 from steper_bench.evaluation.models import describe, parse_model_spec
 from steper_bench.provenance import git_commit, package_versions
-from steper_bench.recipe import GeneratorConfig, Recipe
+from steper_bench.recipe import GeneratorConfig, Recipe, digest
 
 log = logging.getLogger(__name__)
 
 # eval fields that do not change a model's numbers: which models to run, the judge, the file.
-_EVAL_NOT_RESULTS = ("models", "include_teacher", "judge")
 
 
 @dataclass
@@ -46,17 +43,13 @@ class EvalResult:
 
 
 def eval_hash(recipe: Recipe) -> str:
-    """What a student's numbers depend on: source, corpus, framework and the eval settings
-    except the model list, teacher flag and judge (adding a model must not rename other runs)."""
-    d = recipe.hashed_dict(("source", "corpus", "framework", "eval"))
-    d["eval"] = {k: v for k, v in d["eval"].items() if k not in _EVAL_NOT_RESULTS}
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """What a student's numbers depend on: the recipe's eval-stage hash (source, corpus,
+    framework and eval settings, without the model list, teacher flag and judge)."""
+    return recipe.stage_hash("eval")
 
 
 def make_run_id(recipe: Recipe, identity: str, limit: int | None) -> str:
-    blob = json.dumps([eval_hash(recipe), identity, recipe.eval.split, limit], separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest([eval_hash(recipe), identity, recipe.eval.split, limit])
 
 
 def default_db(recipe: Recipe) -> Path:
@@ -87,7 +80,7 @@ def evaluate(recipe: Recipe, *, model: str, db: str | Path | None = None, limit:
         if done is not None:
             return EvalResult(run_id, info.model, method, done["metrics"], done["n"],
                               time.perf_counter() - t0, skipped_existing=True, db=str(db))
-    started = _now()
+    started = store.utcnow()
     if cache is None:
         from steper_bench.cache import RequestCache
         from steper_bench.runs import RunPaths
@@ -191,7 +184,7 @@ def _run_row(recipe: Recipe, run_id: str, cfg: GeneratorConfig, info, method: st
         "dataset_revision": runner.dataset_revision, "split": recipe.eval.split,
         "versions": package_versions(), "git_commit": git_commit(),
         "seeds": {"source": recipe.source.seed, "generator": cfg.seed, "bootstrap": store.BOOTSTRAP_SEED},
-        "started_at": started, "finished_at": _now(), "status": "finished",
+        "started_at": started, "finished_at": store.utcnow(), "status": "finished",
     }
 
 
@@ -223,5 +216,3 @@ def _sigma_rows(run_id: str, cfg: GeneratorConfig, method: str) -> list[dict]:
     return [{"run_id": run_id, "step": s, "kind": k, "sigma": v} for (s, k), v in sorted(rows.items())]
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

@@ -17,7 +17,6 @@ three abilities the paper names, and pairwise comparisons of two runs.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import re
 import time
@@ -334,8 +333,6 @@ class PairwiseSummary:
     seconds: float = 0.0
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def _open_cache(recipe: Recipe) -> RequestCache:
@@ -393,7 +390,7 @@ def judge_runs(
             "run_id": rid, "question_id": qid, "ability": ability, "step": step,
             "judge_model": settings.model, "rubric_version": RUBRIC_VERSION,
             "score": a.value if a.status == "ok" else None, "rationale": a.rationale,
-            "status": a.status, "error": a.error or None, "created_at": _now(),
+            "status": a.status, "error": a.error or None, "created_at": store.utcnow(),
         })
         summary.judged += 1
         summary.ok += a.status == "ok"
@@ -449,7 +446,7 @@ def judge_pairwise(
             "run_a": run_a, "run_b": run_b, "question_id": qid, "ability": ability,
             "judge_model": settings.model, "rubric_version": RUBRIC_VERSION, "verdict": verdict,
             "verdict_ab": ab.value, "verdict_ba": ba.value, "rationale_ab": ab.rationale,
-            "rationale_ba": ba.rationale, "status": status, "error": error, "created_at": _now(),
+            "rationale_ba": ba.rationale, "status": status, "error": error, "created_at": store.utcnow(),
         })
     con = store.connect(db)
     try:

@@ -38,6 +38,7 @@ time, so `connect` retries with backoff until the other writer is done.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -97,6 +98,11 @@ RUN_TABLES = ("samples", "steps", "paragraphs", "judgments", "sigma_history", "m
 
 class StoreError(RuntimeError):
     """A results-file problem a user can act on."""
+
+
+def utcnow() -> dt.datetime:
+    """A timestamp for the TIMESTAMP columns: UTC, naive (DuckDB stores no zone)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 300.0):
