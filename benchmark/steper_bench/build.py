@@ -146,9 +146,9 @@ def _hub_splits(recipe: Recipe) -> list[str]:
 def _check_hub(recipe: Recipe, notes: list[str]) -> None:
     if not _hub_splits(recipe):
         return
-    from steper_bench.sources import check_hub
+    from steper_bench.sources import check_hub, hub_offline
 
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         notes.append(f"HF_HUB_OFFLINE is set: source.hub_id={recipe.source.hub_id} must be in the local cache")
     check_hub(recipe.source.hub_id)
 

@@ -231,14 +231,14 @@ _OFFLINE_FIX = (
 )
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def check_hub(hub_id: str) -> None:
     """Fail in seconds, not after huggingface_hub's retries, when the Hub is down or the dataset
     does not exist. Skipped under HF_HUB_OFFLINE (the local cache answers then)."""
-    if _offline():
+    if hub_offline():
         return
     import httpx
     from huggingface_hub import constants, get_token
@@ -264,7 +264,7 @@ def _hub_error(e: Exception, hub_id: str, origin: str) -> str:
     names = {type(c).__name__ for c in chain}
     if "DatasetNotFoundError" in names or "RepositoryNotFoundError" in names:
         return f"{origin}: dataset {hub_id} not found on the Hub (check source.hub_id, or HF_TOKEN for a private one)"
-    if _offline():
+    if hub_offline():
         return (
             f"{origin}: not in the local Hub cache and HF_HUB_OFFLINE is set: set source.train_file / "
             "source.test_file to local files, or unset HF_HUB_OFFLINE to download it"
