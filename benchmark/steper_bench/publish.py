@@ -27,9 +27,6 @@ from steper_bench.recipe import Recipe
 from steper_bench.runs import RunPaths
 from steper_bench.stepwise import CONFIGS
 
-LICENSES = {"hotpotqa": "cc-by-sa-4.0", "2wikimultihopqa": "apache-2.0", "musique": "cc-by-4.0"}
-TITLES = {"hotpotqa": "HotpotQA", "2wikimultihopqa": "2WikiMultiHopQA", "musique": "MuSiQue"}
-
 STEPER_BIBTEX = """@inproceedings{lee-etal-2025-steper,
   title = {{StepER}: Step-wise Knowledge Distillation for Enhancing Reasoning Ability in Multi-Step Retrieval-Augmented Language Models},
   author = {Lee, Kyumin and Jeon, Minjin and Jang, Sanghwan and Yu, Hwanjo},
@@ -40,31 +37,6 @@ STEPER_BIBTEX = """@inproceedings{lee-etal-2025-steper,
   eprint = {2510.07923},
   archivePrefix = {arXiv}
 }"""
-
-SOURCE_BIBTEX = {
-    "hotpotqa": """@inproceedings{yang-etal-2018-hotpotqa,
-  title = {{HotpotQA}: A Dataset for Diverse, Explainable Multi-hop Question Answering},
-  author = {Yang, Zhilin and Qi, Peng and Zhang, Saizheng and Bengio, Yoshua and Cohen, William and Salakhutdinov, Ruslan and Manning, Christopher D.},
-  booktitle = {Proceedings of the 2018 Conference on Empirical Methods in Natural Language Processing},
-  year = {2018},
-  pages = {2369--2380}
-}""",
-    "2wikimultihopqa": """@inproceedings{ho-etal-2020-constructing,
-  title = {Constructing A Multi-hop {QA} Dataset for Comprehensive Evaluation of Reasoning Steps},
-  author = {Ho, Xanh and Duong Nguyen, Anh-Khoa and Sugawara, Saku and Aizawa, Akiko},
-  booktitle = {Proceedings of the 28th International Conference on Computational Linguistics},
-  year = {2020},
-  pages = {6609--6625}
-}""",
-    "musique": """@article{trivedi-etal-2022-musique,
-  title = {{MuSiQue}: Multihop Questions via Single-hop Question Composition},
-  author = {Trivedi, Harsh and Balasubramanian, Niranjan and Khot, Tushar and Sabharwal, Ashish},
-  journal = {Transactions of the Association for Computational Linguistics},
-  volume = {10},
-  year = {2022},
-  pages = {539--554}
-}""",
-}
 
 # (setting, paper, how to read it from a recipe)
 PAPER_SETTINGS = [
@@ -108,16 +80,17 @@ def dataset_card(recipe: Recipe, summary, loaded: dict | None = None) -> str:
     from huggingface_hub import DatasetCard
 
     from steper_bench.build import DROP_REASONS
-    from steper_bench.sources import HUB_IDS
+    from steper_bench.sources import get_spec
 
     ds = recipe.source.dataset
+    spec = get_spec(ds)
     splits = list(summary.counts.get("first", {})) or list(recipe.dataset.splits)
     rows = sum(n for per in summary.counts.values() for n in per.values())
-    source_id = recipe.source.hub_id or HUB_IDS.get(ds, (ds,))[0]
+    source_id = recipe.source.hub_id or spec.hub_id or ds
     teacher_label = recipe.teacher.model.split("/")[-1]
-    pretty = f"StepER step-wise KD data: {TITLES[ds]}, teacher {teacher_label}"
+    pretty = f"StepER step-wise KD data: {spec.title or spec.display}, teacher {teacher_label}"
     front = {
-        "license": LICENSES[ds],
+        "license": spec.license,
         "language": ["en"],
         "pretty_name": pretty,
         "task_categories": ["question-answering", "text-generation"],
@@ -135,7 +108,7 @@ def dataset_card(recipe: Recipe, summary, loaded: dict | None = None) -> str:
         "dataset_card.md",
         front_matter=front,
         pretty_name=pretty,
-        dataset_title=TITLES[ds],
+        dataset_title=spec.title or spec.display,
         silver=recipe.teacher.backend == "supporting-facts",
         teacher=recipe.teacher,
         corpus=recipe.corpus,
@@ -155,10 +128,10 @@ def dataset_card(recipe: Recipe, summary, loaded: dict | None = None) -> str:
         versions=package_versions(),
         settings_table=[(name, paper, f(recipe)) for name, paper, f in PAPER_SETTINGS],
         our_choices=recipe.our_choices,
-        license=LICENSES[ds],
+        license=spec.license,
         repo_hint=recipe.dataset.hub_repo or "path/to/dataset",
         steper_bibtex=STEPER_BIBTEX,
-        source_bibtex=SOURCE_BIBTEX[ds],
+        source_bibtex=spec.citation,
     )
     DatasetCard(card).data  # noqa: B018 - raises if the front matter is not valid card metadata
     return card

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steper_bench.metrics import check_filter
+from steper_bench.registry import DATASETS, FRAMEWORKS, GENERATORS, RETRIEVERS, import_plugin
 
 ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 UNHASHED = {"hash": False}
@@ -36,8 +37,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def registered(registry, field_name: str):
+    """A field validator accepting the names `registry` knows (steper_bench.registry)."""
+    return field_validator(field_name)(classmethod(lambda cls, v: registry.check(v)))
+
+
 class SourceConfig(Section):
-    dataset: Literal["hotpotqa", "2wikimultihopqa", "musique"] = "hotpotqa"
+    dataset: str = "hotpotqa"  # a registered dataset: hotpotqa | 2wikimultihopqa | musique | ...
     # Local files in the dataset's original format (JSON or JSONL). Relative paths resolve from
     # the recipe's folder.
     train_file: str | None = None
@@ -53,6 +59,8 @@ class SourceConfig(Section):
     seed: int = 13370  # IRCoT's subsampling seed
     strict: bool = Unhashed(False)  # fail on the first malformed record instead of skipping
 
+    _dataset = registered(DATASETS, "dataset")
+
     @model_validator(mode="after")
     def _one_origin(self) -> SourceConfig:
         if not (self.train_file or self.test_file or self.hub_id):
@@ -67,7 +75,7 @@ class ElasticsearchConfig(Section):
 
 
 class CorpusConfig(Section):
-    backend: Literal["bm25", "elasticsearch"] = "bm25"
+    backend: str = "bm25"  # a registered retrieval backend: bm25 | elasticsearch | ...
     # pooled: all paragraphs of the loaded splits, deduplicated (IRCoT's dataset corpus);
     # per-question: each question's own paragraphs (the distractor setting).
     mode: Literal["pooled", "per-question"] = "pooled"
@@ -75,9 +83,11 @@ class CorpusConfig(Section):
     max_paragraphs: int = Field(15, ge=1)  # cap on accumulated paragraphs in a prompt
     elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
 
+    _backend = registered(RETRIEVERS, "backend")
+
 
 class FrameworkConfig(Section):
-    name: Literal["ircot"] = "ircot"
+    name: str = "ircot"  # a registered framework: ircot | ...
     max_steps: int = Field(5, ge=1, le=20)  # paper: S = 5
     # Jinja2 template path (relative to the recipe) overriding the packaged default prompt.
     prompt_template: str | None = None
@@ -87,11 +97,13 @@ class FrameworkConfig(Section):
     max_new_tokens: int = Field(64, ge=1)
     paragraph_chars: int = Field(1200, ge=50)  # per-paragraph truncation in prompts
 
+    _name = registered(FRAMEWORKS, "name")
+
 
 class GeneratorConfig(Section):
     """A generator: teacher, student backend, or judge."""
 
-    backend: Literal["openai", "transformers", "supporting-facts"] = "supporting-facts"
+    backend: str = "supporting-facts"  # a registered generator: openai | transformers | supporting-facts | ...
     model: str = "supporting-facts"
     base_url: str | None = None  # OpenAI-compatible endpoint, e.g. ${env:TEACHER_BASE_URL}
     api_key: str | None = Unhashed(None)  # e.g. ${env:OPENAI_API_KEY}; never stored expanded
@@ -105,6 +117,8 @@ class GeneratorConfig(Section):
     timeout_s: float = Unhashed(120.0, gt=0)
     max_retries: int = Unhashed(6, ge=0)
     device: str | None = Unhashed(None)  # local transformers: cpu / cuda / auto
+
+    _backend = registered(GENERATORS, "backend")
 
 
 class DatasetConfig(Section):
@@ -190,6 +204,9 @@ class EvalConfig(Section):
 class Recipe(Section):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = Unhashed("")
+    # Modules (dotted names or .py files relative to the recipe) imported before validation: they
+    # register datasets, frameworks, retrievers or generators (steper_bench.registry).
+    imports: list[str] = Unhashed([])
     runs_dir: str = Unhashed("runs")  # run folders live here, relative to the current folder (like eval.db)
     source: SourceConfig
     corpus: CorpusConfig = CorpusConfig()
@@ -330,16 +347,29 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         _apply_override(data, item, path)
         # An overridden value is not on the file's line: point errors at the --set instead.
         lines[tuple(parse_override(item)[0])] = f"--set {item}"
-    recipe = validate_recipe(data, path, lines)
+    recipe = validate_recipe(data, path, lines, base_dir=path.resolve().parent)
     recipe._path = path.resolve()
     return recipe
 
 
-def validate_recipe(data: dict, path: Path | str = "<recipe>", lines: dict | None = None) -> Recipe:
+def validate_recipe(data: dict, path: Path | str = "<recipe>", lines: dict | None = None,
+                    base_dir: Path | None = None) -> Recipe:
+    _import_plugins(data, Path(path), base_dir)
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
         raise RecipeError(_format_errors(e, Path(path), lines or {})) from None
+
+
+def _import_plugins(data: dict, path: Path, base_dir: Path | None) -> None:
+    refs = data.get("imports") or []
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise RecipeError(f"{path}: imports: expected a list of module names or .py paths")
+    for ref in refs:
+        try:
+            import_plugin(ref, base_dir)
+        except Exception as e:  # noqa: BLE001 - any failure of the user's module, named
+            raise RecipeError(f"{path}: imports: cannot import {ref!r}: {type(e).__name__}: {e}") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

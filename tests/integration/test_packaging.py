@@ -21,7 +21,7 @@ def test_wheel_ships_templates_app_prompts_and_tasks(tmp_path):
     names = set(zipfile.ZipFile(next(tmp_path.glob("steper_bench-*.whl"))).namelist())
     for f in ("steper_bench/cards/dataset_card.md", "steper_bench/cards/model_card.md",
               "steper_bench/leaderboard_app/app.py", "steper_bench/reasoning/prompts/ircot.j2",
-              "steper_bench/lm_eval/tasks/steper_hotpotqa.yaml", "steper_bench/evaluation/rubric_v1.md"):
+              "steper_bench/lm_eval/tasks/task_template.yaml.txt", "steper_bench/evaluation/rubric_v1.md"):
         assert f in names, f
     for dataset in ("hotpotqa", "2wikimultihopqa", "musique"):
         assert f"steper_bench/reasoning/prompts/{dataset}_demos.json" in names

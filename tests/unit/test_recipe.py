@@ -63,8 +63,8 @@ def test_bad_literal_lists_allowed_values(tmp_path):
     path = write(tmp_path, "source:\n  dataset: hotpot\n  test_file: dev.jsonl\n")
     assert error_of(path) == (
         "invalid recipe\n"
-        f"  {path}:2: source.dataset: 'hotpot' is not allowed; did you mean 'hotpotqa'? "
-        "(allowed: hotpotqa, 2wikimultihopqa or musique)"
+        f"  {path}:2: source.dataset: 'hotpot' is not a known dataset; did you mean 'hotpotqa'? "
+        "(allowed: 2wikimultihopqa, hotpotqa, musique)"
     )
 
 
@@ -115,9 +115,11 @@ def test_set_overrides_are_validated_like_the_file(tmp_path):
         f"invalid recipe\n  {path} (--set corpus.top_k=0): corpus.top_k: "
         "Input should be greater than or equal to 1 (got 0)"
     )
-    assert error_of(path, ["teacher.backend=vllm"]) == (
-        f"invalid recipe\n  {path} (--set teacher.backend=vllm): teacher.backend: 'vllm' is not allowed "
-        "(allowed: openai, transformers or supporting-facts)"
+    from steper_bench.registry import GENERATORS
+
+    assert error_of(path, ["teacher.backend=nonesuch"]) == (
+        f"invalid recipe\n  {path} (--set teacher.backend=nonesuch): teacher.backend: 'nonesuch' is not a known "
+        f"generator backend (allowed: {', '.join(GENERATORS.names())})"
     )
     assert "corpus.top_kk: unknown key; did you mean 'top_k'?" in error_of(path, ["corpus.top_kk=3"])
     assert error_of(path, ["corpus.top_k"]) == "--set 'corpus.top_k': expected dotted.key=value, e.g. --set corpus.top_k=4"

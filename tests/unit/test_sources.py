@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from steper_bench.recipe import validate_recipe
-from steper_bench.sources import HUB_IDS, PARSERS, SourceError, load_file, load_questions
+from steper_bench.sources import SourceError, dataset_names, get_spec, load_file, load_questions
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
@@ -39,9 +39,9 @@ def raw_records(dataset: str, split_file: str = "dev.jsonl") -> list[dict]:
 
 
 def test_registry_has_the_three_datasets_and_hub_defaults():
-    assert set(PARSERS) == set(COUNTS)
-    assert HUB_IDS["hotpotqa"] == ("hotpotqa/hotpot_qa", "distractor")
-    assert HUB_IDS["musique"][0] == "dgslibisey/MuSiQue"
+    assert set(COUNTS) <= set(dataset_names())
+    assert (get_spec("hotpotqa").hub_id, get_spec("hotpotqa").hub_config) == ("hotpotqa/hotpot_qa", "distractor")
+    assert get_spec("musique").hub_id == "dgslibisey/MuSiQue"
 
 
 @pytest.mark.parametrize("dataset", sorted(COUNTS))

@@ -15,17 +15,17 @@ from rich.table import Table
 
 from steper_bench import metrics
 from steper_bench.commands.common import console, fail
-from steper_bench.sources import PARSERS, SourceError, load_file
+from steper_bench.sources import SourceError, dataset_names, load_file
 
 
 def score(
-    dataset: str = typer.Option(..., "--dataset", help=f"Gold format: {', '.join(sorted(PARSERS))}."),
+    dataset: str = typer.Option(..., "--dataset", help="Gold format: a registered dataset (hotpotqa, 2wikimultihopqa, musique, ...)."),
     gold: Path = typer.Option(..., "--gold", help="Gold file in the dataset's original format (JSON or JSONL)."),
     predictions: Path = typer.Option(..., "--predictions", help='JSONL of {"id": ..., "prediction": ...}.'),
 ) -> None:
     """Score predictions against gold answers (official HotpotQA EM/F1, and Acc)."""
-    if dataset not in PARSERS:
-        fail(f"--dataset {dataset!r}: unknown (known: {', '.join(sorted(PARSERS))})")
+    if dataset not in dataset_names():
+        fail(f"--dataset {dataset!r}: unknown (known: {', '.join(dataset_names())})")
     try:
         questions = load_file(dataset, gold, strict=True, field="--gold").questions
     except SourceError as e:

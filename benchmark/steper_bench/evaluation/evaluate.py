@@ -132,15 +132,15 @@ def run_lm_eval(recipe: Recipe, runner) -> tuple[dict[str, dict], dict, dict, fl
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from steper_bench.lm_eval import TASK_NAMES, TASKS_DIR, MultiStepLM
+    from steper_bench.lm_eval import MultiStepLM, task_folder, task_name
     from steper_bench.lm_eval.hooks import register_docs, release_docs
 
-    task = TASK_NAMES[recipe.source.dataset]
+    task = task_name(recipe.source.dataset)
     key = register_docs(runner.questions)
     lm = MultiStepLM(runner=runner)
     t = time.perf_counter()
     try:
-        tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"docs_key": key})
+        tm = TaskManager(include_path=str(task_folder()), include_defaults=False, metadata={"docs_key": key})
         out = lm_eval.simple_evaluate(
             model=lm, tasks=[task], task_manager=tm, log_samples=True, bootstrap_iters=0,
             num_fewshot=0, random_seed=recipe.source.seed,

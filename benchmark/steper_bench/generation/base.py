@@ -2,13 +2,13 @@
 
 The multi-step loop sends every active question's next step as one batch; a backend decides
 how to run it (async HTTP with bounded concurrency, a padded batch on a local model, or no
-model at all). Backends register themselves by name in `BACKENDS`.
+model at all). Backends are listed by name in `steper_bench.registry.GENERATORS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from steper_bench.records import GeneratorIdentity, Paragraph, Question
 
@@ -39,14 +39,3 @@ class Generator(Protocol):
     def generate(self, requests: list[StepRequest]) -> list[StepResult]: ...
 
     def close(self) -> None: ...
-
-
-BACKENDS: dict[str, Callable[..., Generator]] = {}
-
-
-def register(name: str):
-    def deco(factory):
-        BACKENDS[name] = factory
-        return factory
-
-    return deco

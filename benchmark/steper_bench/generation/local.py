@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from steper_bench.generation.base import StepRequest, StepResult, register
+from steper_bench.generation.base import StepRequest, StepResult
 from steper_bench.reasoning.answers import sentence_complete
 from steper_bench.records import GeneratorIdentity
 
@@ -160,6 +160,5 @@ class TransformersGenerator:
         self.model = None
 
 
-@register(BACKEND)
 def make(cfg, cache=None, max_new_tokens: int = 64) -> TransformersGenerator:
     return TransformersGenerator(cfg, cache=cache, max_new_tokens=max_new_tokens)

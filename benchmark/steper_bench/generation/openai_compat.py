@@ -23,7 +23,7 @@ import openai
 
 from steper_bench.cache import RequestCache
 from steper_bench.generation import GeneratorError
-from steper_bench.generation.base import StepRequest, StepResult, register
+from steper_bench.generation.base import StepRequest, StepResult
 from steper_bench.recipe import GeneratorConfig, expand_env
 from steper_bench.records import GeneratorIdentity
 
@@ -244,6 +244,5 @@ def _retry_after(response) -> float | None:
         return None
 
 
-@register("openai")
-def _factory(cfg: GeneratorConfig, cache: RequestCache | None, *, max_new_tokens: int) -> OpenAIGenerator:
+def make(cfg: GeneratorConfig, cache: RequestCache | None, *, max_new_tokens: int) -> OpenAIGenerator:
     return OpenAIGenerator(cfg, cache, max_new_tokens=max_new_tokens)

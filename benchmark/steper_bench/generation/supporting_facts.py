@@ -10,7 +10,7 @@ a silver teacher, not a result: its chains copy gold sentences.
 
 from __future__ import annotations
 
-from steper_bench.generation.base import StepRequest, StepResult, register
+from steper_bench.generation.base import StepRequest, StepResult
 from steper_bench.reasoning.answers import first_sentence
 from steper_bench.records import GeneratorIdentity
 
@@ -54,7 +54,6 @@ class SupportingFactsGenerator:
         pass
 
 
-@register(BACKEND)
 def make(cfg=None, cache=None, max_new_tokens: int = 64) -> SupportingFactsGenerator:
     """Factory used by `make_generator`; `cache` and `max_new_tokens` do not apply here."""
     model = getattr(cfg, "model", None) or BACKEND

@@ -1,9 +1,10 @@
 """lm-evaluation-harness integration: the `steper-multistep` model and the steper_* tasks.
 
-Importing this package registers the model with lm-eval. Tasks live in `TASKS_DIR` (one YAML
-per dataset: steper_hotpotqa, steper_2wikimultihopqa, steper_musique); their metrics are
-steper_bench.metrics' EM / F1 / Acc through `!function` hooks, and their documents come from a
-custom loader (`hooks.load_docs`), so no data path is baked into a YAML.
+Importing this package registers the model with lm-eval. `task_folder()` writes one task YAML
+per registered dataset (steper_hotpotqa, steper_2wikimultihopqa, steper_musique, ... = the
+dataset spec's `lm_eval_task`) from one template, so a dataset added by a file gets its task
+too. Their metrics are steper_bench.metrics' EM / F1 / Acc through `!function` hooks, and their
+documents come from a custom loader (`hooks.load_docs`), so no data path is baked into a YAML.
 
 From Python, `steper_bench.evaluation.evaluate(...)` runs everything. From the harness CLI:
 
@@ -20,7 +21,33 @@ from pathlib import Path
 
 from steper_bench.lm_eval.model import MultiStepLM  # noqa: F401  (registers "steper-multistep")
 
-TASKS_DIR = Path(__file__).with_name("tasks")
-TASK_NAMES = {"hotpotqa": "steper_hotpotqa", "2wikimultihopqa": "steper_2wikimultihopqa", "musique": "steper_musique"}
+TEMPLATE = Path(__file__).with_name("tasks") / "task_template.yaml.txt"
 
-__all__ = ["MultiStepLM", "TASKS_DIR", "TASK_NAMES"]
+__all__ = ["MultiStepLM", "task_folder", "task_name"]
+
+
+def task_name(dataset: str) -> str:
+    from steper_bench.sources import get_spec
+
+    return get_spec(dataset).lm_eval_task
+
+
+def task_folder() -> Path:
+    """A folder (made once per process) holding the task YAML of every registered dataset."""
+    import tempfile
+
+    from steper_bench.sources import dataset_names
+
+    names = tuple(dataset_names())
+    folder = _FOLDERS.get(names)
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="steper-lm-eval-tasks-"))
+        template = TEMPLATE.read_text(encoding="utf-8")
+        for name in names:
+            task = task_name(name)
+            (folder / f"{task}.yaml").write_text(template.replace("{task}", task).replace("{dataset}", name), encoding="utf-8")
+        _FOLDERS[names] = folder
+    return folder
+
+
+_FOLDERS: dict[tuple[str, ...], Path] = {}

@@ -7,14 +7,14 @@ The plain `lm_eval` command has no plugin hook, so this imports ours first (regi
 
 import sys
 
-from steper_bench.lm_eval import TASKS_DIR
+from steper_bench.lm_eval import task_folder
 
 
 def main() -> None:
     from lm_eval.__main__ import cli_evaluate
 
     if not any(a == "--include_path" or a.startswith("--include_path=") for a in sys.argv[1:]):
-        sys.argv += ["--include_path", str(TASKS_DIR)]
+        sys.argv += ["--include_path", str(task_folder())]
     sys.argv[0] = "lm_eval"
     cli_evaluate()
 

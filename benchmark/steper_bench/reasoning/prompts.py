@@ -24,7 +24,7 @@ from steper_bench.recipe import RecipeError
 from steper_bench.records import Paragraph
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
-DEFAULT_TEMPLATE = PROMPTS_DIR / "ircot.j2"
+DEFAULT_TEMPLATE = PROMPTS_DIR / "ircot" / "step.j2"
 ANSWER_PREFIX = "So the answer is:"
 
 
@@ -64,10 +64,13 @@ def _compile(source: str) -> jinja2.Template:
 
 
 @lru_cache(maxsize=8)
-def _demo_file(dataset: str) -> tuple[Demo, ...]:
-    path = PROMPTS_DIR / f"{dataset}_demos.json"
-    if not path.is_file():
-        path = PROMPTS_DIR / "hotpotqa_demos.json"
+def _demo_file(dataset: str, framework: str = "ircot") -> tuple[Demo, ...]:
+    from steper_bench.sources import get_spec
+
+    ref = get_spec(dataset).demos.get(framework)
+    if ref is None:
+        return ()
+    path = Path(ref) if Path(ref).is_absolute() else PROMPTS_DIR / ref
     raw = json.loads(path.read_text(encoding="utf-8"))["demos"]
     return tuple(
         Demo(

@@ -3,7 +3,8 @@
     retriever = make_retriever(recipe, questions, index_dir=paths.indexes, cache=cache)
     retriever.retrieve(["query", ...], k=4, question_ids=[...])  # -> list[list[Paragraph]]
 
-`index_dir` is the folder that holds indexes: a corpus's index lives in
+A backend is a module with a factory `make(recipe, corpus, index_dir) -> Retriever`, listed in
+`steper_bench.registry.RETRIEVERS`. `index_dir` is the folder that holds indexes: a corpus's index lives in
 `index_dir/<corpus hash>` (`RunPaths.indexes` is the usual index_dir), built once, loaded on re-runs.
 With a `RequestCache`, results are cached too (key: backend, corpus hash, query, k, question id),
 so one cache serves teacher, judge and retrieval.
@@ -29,18 +30,10 @@ __all__ = ["Corpus", "Retriever", "build_corpus", "make_retriever", "CachedRetri
 def make_retriever(
     recipe: Recipe, questions: list[Question], index_dir: Path | None, cache: RequestCache | None = None
 ) -> Retriever:
+    from steper_bench.registry import RETRIEVERS
+
     corpus = build_corpus(questions, recipe.corpus.mode)
-    backend = recipe.corpus.backend
-    if backend == "bm25":
-        from steper_bench.retrieval.bm25 import BM25Retriever
-
-        inner = BM25Retriever(corpus, index_dir)
-    elif backend == "elasticsearch":
-        from steper_bench.retrieval.elasticsearch import ElasticsearchRetriever
-
-        inner = ElasticsearchRetriever(corpus, recipe.corpus.elasticsearch)
-    else:
-        raise ValueError(f"corpus.backend: unknown retrieval backend {backend!r} (allowed: bm25, elasticsearch)")
+    inner = RETRIEVERS.get(recipe.corpus.backend)(recipe, corpus, index_dir)
     return CachedRetriever(inner, cache) if cache is not None else inner
 
 

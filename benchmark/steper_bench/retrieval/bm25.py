@@ -139,3 +139,7 @@ class BM25Retriever:
         # Best first; ties broken by corpus order so results never depend on batching.
         order = np.lexsort((rows, -scores[rows]))
         return rows[order].tolist()
+
+
+def make(recipe, corpus: Corpus, index_dir: Path | None) -> BM25Retriever:
+    return BM25Retriever(corpus, index_dir)

@@ -83,3 +83,7 @@ class ElasticsearchRetriever:
                 raise RuntimeError(f"Elasticsearch query failed for {queries[i]!r}: {resp['error']}")
             out[i] = [self._by_pid[h["_source"]["pid"]] for h in resp["hits"]["hits"]]
         return out
+
+
+def make(recipe, corpus: Corpus, index_dir=None) -> ElasticsearchRetriever:
+    return ElasticsearchRetriever(corpus, recipe.corpus.elasticsearch)

@@ -2,8 +2,9 @@
 
     result = load_questions(recipe, "test")      # LoadResult(questions, skipped, path_or_id, revision)
 
-Each dataset is one module of this package that registers a parser (see `base.register`);
-adding a dataset is adding a file. Local files are a JSON array or JSONL. A malformed record is
+Each dataset is a `DatasetSpec` in the registry (`steper_bench.registry.DATASETS`): the three
+built-in ones are modules of this package; another is one file that calls `base.register(spec)`,
+named in a recipe's `imports:`. Local files are a JSON array or JSONL. A malformed record is
 skipped and reported with its line and id, or, in strict mode, raises `SourceError`.
 When a split has more questions than its limit, a seeded sample is kept in file order
 (`random.Random(seed).sample`; IRCoT: 500 test questions, seed 13370).
@@ -12,17 +13,15 @@ When a split has more questions than its limit, a seeded sample is kept in file 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
-import pkgutil
 import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from steper_bench.registry import DATASETS, RegistryError
 from steper_bench.sources.base import (
-    PARSERS,
     DatasetSpec,
     LoadResult,
     RecordError,
@@ -32,17 +31,9 @@ from steper_bench.sources.base import (
 )
 
 __all__ = [
-    "HUB_IDS", "LoadResult", "PARSERS", "Skipped", "SourceError", "get_spec", "load_file",
+    "LoadResult", "Skipped", "SourceError", "dataset_names", "get_spec", "load_file",
     "load_questions", "parse_records", "subsample",
 ]
-
-# Every module in this package except base registers one dataset.
-for _m in pkgutil.iter_modules(__path__):
-    if _m.name != "base":
-        importlib.import_module(f"{__name__}.{_m.name}")
-
-# Default Hub dataset (id, config) per dataset name, for recipes that set only source.hub_id.
-HUB_IDS: dict[str, tuple[str, str | None]] = {n: (s.hub_id, s.hub_config) for n, s in PARSERS.items()}
 
 Row = tuple[int, Any, str | None]  # (line, raw record or None, problem or None)
 
@@ -53,9 +44,13 @@ class RecordSourceError(SourceError):
 
 def get_spec(dataset: str) -> DatasetSpec:
     try:
-        return PARSERS[dataset]
-    except KeyError:
-        raise SourceError(f"unknown dataset {dataset!r} (known: {', '.join(sorted(PARSERS))})") from None
+        return DATASETS.get(dataset)
+    except RegistryError as e:
+        raise SourceError(str(e)) from None
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names()
 
 
 def load_questions(

@@ -1,7 +1,8 @@
 """Shared pieces of the source parsers: the registry, result records, errors and shape helpers.
 
-A dataset is one module in this package that calls `register(...)` on a parser turning one raw
-record (a dict, from a local file or a Hub row) into a `records.Question`. Parsers raise
+A dataset is one module holding a `DatasetSpec` (named `DATASET`, listed in
+steper_bench.registry; or registered with `register(spec)` from any module) whose parser turns one
+raw record (a dict, from a local file or a Hub row) into a `records.Question`. Parsers raise
 `RecordError` for a malformed record; the loader turns it into a `Skipped` entry or, in strict
 mode, a `SourceError` naming file, line and id.
 """
@@ -9,6 +10,7 @@ mode, a `SourceError` naming file, line and id.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,21 +46,36 @@ Parser = Callable[[dict, str], Question]
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """Everything the suite knows about one dataset, in one place (its registry entry).
+
+    `demos` maps a framework name to a demonstrations file (JSON, see reasoning/prompts/README.md);
+    `lm_eval_task` is the name of the lm-eval task generated for it (steper_bench.lm_eval)."""
+
     name: str
     parse: Parser  # (raw record, split) -> Question
-    hub_id: str  # default Hub dataset id
+    hub_id: str = ""  # default Hub dataset id ("" when it has none)
     hub_config: str | None = None
+    label: str = ""  # short display name (tables)
+    title: str = ""  # full name (cards)
+    license: str = "other"  # Hub licence id of the records
+    citation: str = ""  # BibTeX of the dataset's paper
+    demos: dict[str, str] = field(default_factory=dict)  # framework -> demonstrations file
+    metric: str = "hotpotqa"  # answer-metric rule in steper_bench.metrics (RULES)
+
+    @property
+    def lm_eval_task(self) -> str:
+        return "steper_" + re.sub(r"[^A-Za-z0-9_]", "_", self.name)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
 
-PARSERS: dict[str, DatasetSpec] = {}
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Register a dataset defined outside the package (a recipe's `imports:` module, a plugin)."""
+    from steper_bench.registry import DATASETS
 
-
-def register(name: str, *, hub_id: str, hub_config: str | None = None) -> Callable[[Parser], Parser]:
-    def deco(fn: Parser) -> Parser:
-        PARSERS[name] = DatasetSpec(name, fn, hub_id, hub_config)
-        return fn
-
-    return deco
+    return DATASETS.register(spec.name, spec)
 
 
 # -- field access with errors a user can read ----------------------------------------------------

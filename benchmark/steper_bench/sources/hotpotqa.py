@@ -10,9 +10,23 @@ get one).
 from __future__ import annotations
 
 from steper_bench.records import Question
-from steper_bench.sources.base import register, titled_context_question
+from steper_bench.sources.base import DatasetSpec, titled_context_question
 
 
-@register("hotpotqa", hub_id="hotpotqa/hotpot_qa", hub_config="distractor")
 def parse(raw: dict, split: str) -> Question:
     return titled_context_question(raw, split, "hotpotqa", joiner="")
+
+
+CITATION = """@inproceedings{yang-etal-2018-hotpotqa,
+  title = {{HotpotQA}: A Dataset for Diverse, Explainable Multi-hop Question Answering},
+  author = {Yang, Zhilin and Qi, Peng and Zhang, Saizheng and Bengio, Yoshua and Cohen, William and Salakhutdinov, Ruslan and Manning, Christopher D.},
+  booktitle = {Proceedings of the 2018 Conference on Empirical Methods in Natural Language Processing},
+  year = {2018},
+  pages = {2369--2380}
+}"""
+
+DATASET = DatasetSpec(
+    name="hotpotqa", parse=parse, hub_id="hotpotqa/hotpot_qa", hub_config="distractor",
+    label="HotpotQA", title="HotpotQA", license="cc-by-sa-4.0", citation=CITATION,
+    demos={"ircot": "ircot/hotpotqa.json"}, metric="hotpotqa",
+)

@@ -16,7 +16,7 @@ import re
 
 from steper_bench.metrics import normalize_answer
 from steper_bench.records import Paragraph, Question
-from steper_bench.sources.base import RecordError, need, record_id, register, rows
+from steper_bench.sources.base import DatasetSpec, RecordError, need, record_id, rows
 
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or quote.
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=[\"'“(\[A-Z0-9])")
@@ -38,7 +38,6 @@ def _answer_sentence(sentences: list[str], answer: str) -> int:
     return 0
 
 
-@register("musique", hub_id="dgslibisey/MuSiQue")
 def parse(raw: dict, split: str) -> Question:
     qid = record_id(raw)
     if not qid:
@@ -83,3 +82,19 @@ def parse(raw: dict, split: str) -> Question:
         type=qid.split("__", 1)[0] if "__" in qid else "",
         split=split,
     )
+
+
+CITATION = """@article{trivedi-etal-2022-musique,
+  title = {{MuSiQue}: Multihop Questions via Single-hop Question Composition},
+  author = {Trivedi, Harsh and Balasubramanian, Niranjan and Khot, Tushar and Sabharwal, Ashish},
+  journal = {Transactions of the Association for Computational Linguistics},
+  volume = {10},
+  year = {2022},
+  pages = {539--554}
+}"""
+
+DATASET = DatasetSpec(
+    name="musique", parse=parse, hub_id="dgslibisey/MuSiQue",
+    label="MuSiQue", title="MuSiQue", license="cc-by-4.0", citation=CITATION,
+    demos={"ircot": "ircot/musique.json"}, metric="musique",
+)
