@@ -24,7 +24,7 @@ EXTRA_METRICS = ("steps_used", "latency_s", "sp_recall", "answer_in_retrieval")
 # The columns that identify one system (a row of the paper's table; the report's Markdown,
 # steper_bench.evaluation.report, renders this same table). The latest finished run per system
 # and dataset counts.
-SYSTEM_KEY = ["method", "model", "teacher"]
+SYSTEM_KEY = ["method", "model", "teacher", "framework"]
 NO_SIZE = "n/a"
 
 
@@ -102,7 +102,8 @@ def run_metrics(con, filters: Filters) -> pd.DataFrame:
     runs = con.execute(
         f"""SELECT r.run_id, r.model, r.model_revision, r.model_family, r.model_size_b, r.method,
                    r.teacher, r.dataset, r.dataset_revision, r.recipe_name, r.recipe_hash, r.split,
-                   r.n, r.backend, coalesce(r.finished_at, r.started_at) AS finished_at
+                   r.n, r.backend, coalesce(r.framework, 'ircot') AS framework, r.few_shot,
+                   coalesce(r.finished_at, r.started_at) AS finished_at
             FROM runs r WHERE {_RUN_FILTER} ORDER BY r.run_id""",
         filters.params(),
     ).df()
@@ -143,6 +144,7 @@ def system_table(runs: pd.DataFrame, datasets: list[str], with_ci: bool = False)
             "method": first["method"],
             "size (B)": first["model_size_b"],
             "teacher": first["teacher"],
+            "framework": first["framework"],
             "family": first["model_family"],
         }
         by_ds = {r["dataset"]: r for _, r in grp.iterrows()}
@@ -176,6 +178,7 @@ def run_table(runs: pd.DataFrame, with_ci: bool = False) -> pd.DataFrame:
             "method": runs["method"],
             "size (B)": runs["model_size_b"],
             "teacher": runs["teacher"],
+            "framework": runs["framework"],
             "dataset": runs["dataset"],
             "dataset revision": runs["dataset_revision"],
             "recipe hash": runs["recipe_hash"],

@@ -439,16 +439,14 @@ def _write_outputs(recipe, paths, loaded, scope, done, summary, clock, output, s
         st = summary.splits[split]
         st.kept = reasons.pop(None, 0)
         st.dropped = {r: reasons.get(r, 0) for r in DROP_REASONS}
-    template = None
-    if recipe.framework.prompt_template:
-        from steper_bench.reasoning.prompts import load_template
+    from steper_bench.reasoning.loop import LoopSettings
 
-        template = load_template(recipe.resolve_path(recipe.framework.prompt_template))
     out_dir = Path(output) if output else paths.dataset
     with clock("writing"):
         dd = build_dataset_dict(
-            by_split, keep=lambda t: drop_reason(t, spec) is None, template=template,
-            paragraph_chars=recipe.framework.paragraph_chars, max_steps=recipe.framework.max_steps,
+            by_split, keep=lambda t: drop_reason(t, spec) is None,
+            settings=LoopSettings.from_recipe(recipe, role="student", few_shot=0),
+            final_target=recipe.dataset.final_target,
         )
         summary.counts = write_dataset(dd, out_dir)
     recipe_yaml = recipe.to_yaml()

@@ -114,6 +114,7 @@ def dataset_card(recipe: Recipe, summary, loaded: dict | None = None) -> str:
         corpus=recipe.corpus,
         corpus_size=corpus_size,
         framework=recipe.framework,
+        dataset_cfg=recipe.dataset,
         filter=recipe.dataset.filter,
         splits=splits,
         counts=summary.counts,

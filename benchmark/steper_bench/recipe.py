@@ -87,7 +87,9 @@ class CorpusConfig(Section):
 
 
 class FrameworkConfig(Section):
-    name: str = "ircot"  # a registered framework: ircot | ...
+    # A registered framework: ircot (paper) | self-ask (paper's generality experiment) |
+    # single-step | no-retrieval (the main table's RAG / closed-book baselines).
+    name: str = "ircot"
     max_steps: int = Field(5, ge=1, le=20)  # paper: S = 5
     # Jinja2 template path (relative to the recipe) overriding the packaged default prompt.
     prompt_template: str | None = None
@@ -96,8 +98,18 @@ class FrameworkConfig(Section):
     few_shot: int = Field(2, ge=0)
     max_new_tokens: int = Field(64, ge=1)
     paragraph_chars: int = Field(1200, ge=50)  # per-paragraph truncation in prompts
+    # IRCoT's later-step retrieval query: the last sentence as is (ours, the default), or IRCoT's
+    # own rule (reasoning sentences skipped, wh-words removed; reasoning/frameworks/ircot.py).
+    query: Literal["last-sentence", "ircot"] = "last-sentence"
 
     _name = registered(FRAMEWORKS, "name")
+
+    @model_validator(mode="after")
+    def _query_is_ircot(self) -> FrameworkConfig:
+        if self.query != "last-sentence" and self.name != "ircot":
+            raise ValueError(f"framework.query: {self.query} is IRCoT's query rule; framework {self.name} forms its "
+                             "own queries (remove framework.query)")
+        return self
 
 
 class GeneratorConfig(Section):
@@ -125,6 +137,10 @@ class DatasetConfig(Section):
     # Keep a trajectory when its answer is right by this measure: acc | em | f1>=x | all.
     filter: str = "acc"
     splits: list[Literal["train", "test"]] = ["train"]  # test: teacher baselines too
+    # The `final` step-wise example: `chain` (paper: question + every paragraph -> the whole
+    # reasoning ending "So the answer is: X", the same row as vanilla_kd) or `last-step` (ours:
+    # the last sentence only, with the earlier sentences in the prompt).
+    final_target: Literal["chain", "last-step"] = "chain"
     hub_repo: str | None = Unhashed(None)  # e.g. your-name/steper-hotpotqa
     private: bool = Unhashed(True)
 

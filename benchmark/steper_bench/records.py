@@ -34,6 +34,10 @@ class Question:
     supporting_sentences: list[tuple[str, str]] = field(default_factory=list)
     type: str = ""  # bridge / comparison / 2hop / compositional ...
     split: str = ""
+    # Gold decomposition in reasoning order, as (sub-question, answer, supporting paragraph title):
+    # MuSiQue's question_decomposition, 2Wiki's evidences; empty for HotpotQA. Used by the
+    # supporting-facts silver teacher for question-decomposition frameworks (Self-Ask).
+    decomposition: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def answer(self) -> str:
@@ -48,6 +52,7 @@ class Question:
         d["paragraphs"] = [Paragraph(**p) for p in d["paragraphs"]]
         d["supporting_facts"] = [tuple(x) for x in d.get("supporting_facts", [])]
         d["supporting_sentences"] = [tuple(x) for x in d.get("supporting_sentences", [])]
+        d["decomposition"] = [tuple(x) for x in d.get("decomposition", [])]
         return cls(**d)
 
 

@@ -148,6 +148,9 @@ DATASETS.add("2wikimultihopqa", "steper_bench.sources.twowikimultihopqa:DATASET"
 DATASETS.add("musique", "steper_bench.sources.musique:DATASET")
 
 FRAMEWORKS.add("ircot", "steper_bench.reasoning.frameworks.ircot:FRAMEWORK")
+FRAMEWORKS.add("self-ask", "steper_bench.reasoning.frameworks.self_ask:FRAMEWORK")
+FRAMEWORKS.add("single-step", "steper_bench.reasoning.frameworks.single_step:FRAMEWORK")
+FRAMEWORKS.add("no-retrieval", "steper_bench.reasoning.frameworks.no_retrieval:FRAMEWORK")
 
 RETRIEVERS.add("bm25", "steper_bench.retrieval.bm25:make")
 RETRIEVERS.add("elasticsearch", "steper_bench.retrieval.elasticsearch:make")

@@ -1,22 +1,25 @@
 """Teacher trajectories -> step-wise distillation examples (StepER) and a vanilla-KD baseline.
 
-For a trajectory with reasoning R1..Rn (Pt = the paragraphs the teacher saw at step t, which
-accumulate: step t's `context_pids`):
+For a trajectory with steps R1..Rn (Pt = the paragraphs the teacher saw at step t, which
+accumulate: step t's `context_pids`), the default (`dataset.final_target: chain`, the paper's):
 
-| config     | prompt                       | completion                         |
-| ---------- | ---------------------------- | ---------------------------------- |
-| first      | Q + P1                       | R1                                 |
-| mid        | Q + P1..Pt + R1..R(t-1)      | Rt, one example per 1 < t < n      |
-| final      | Q + P1..Pn + R1..R(n-1)      | Rn ("... So the answer is: X.")    |
-| vanilla_kd | Q + P1..Pn                   | R1 ... Rn as one target            |
+| config     | prompt                       | completion                                  |
+| ---------- | ---------------------------- | ------------------------------------------- |
+| first      | Q + P1                       | R1 (reasoning initialization)               |
+| mid        | Q + P1..Pt + R1..R(t-1)      | Rt, one example per 1 < t < n (expansion)   |
+| final      | Q + P1..Pn                   | R1 ... Rn, ending "So the answer is: X"     |
+| vanilla_kd | Q + P1..Pn                   | R1 ... Rn (the same row as final)           |
 
-A 1-step chain gives only a `final` example: its one sentence both starts and concludes the
-reasoning, and the final kind is the one that teaches answering (plus its vanilla_kd row).
+Vanilla-KD is "final-step data only"; StepER adds the first and mid rows (paper, Figure 1).
+`final_target: last-step` (ours, an earlier reading) makes `final` the last step alone,
+Q + P1..Pn + R1..R(n-1) -> Rn. A 1-step chain gives only a `final` example: its one step both
+starts and concludes the reasoning.
 
-Prompts come from `reasoning.prompts.render_step` with ZERO demonstrations, so a student trains
-on exactly the prompts it sees at evaluation (eval.few_shot = 0); a step the loop forced
-(index > max_steps) keeps its "answer now" line, as at evaluation. Completions are " " + the
-sentence, matching prompts that end in "A:" + previous sentences.
+Which step is first / middle / last, and how steps join into a completion, is the framework's
+(reasoning/frameworks/): IRCoT's completion is " " + sentences joined by spaces, Self-Ask's the
+steps joined by newlines. Prompts come from `LoopSettings.prompt`, the function the loop uses,
+with ZERO demonstrations, so a student trains on exactly the prompts it sees at evaluation
+(eval.few_shot = 0); a step the loop forced (index > max_steps) keeps its "answer now" line.
 
 `trajectories` holds every trajectory (kept or not, with a `kept` flag) as JSON-able columns.
 """
@@ -24,9 +27,10 @@ sentence, matching prompts that end in "A:" + previous sentences.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from steper_bench.reasoning.prompts import render_step
+from steper_bench.reasoning.loop import LoopSettings
 from steper_bench.records import Trajectory
 
 STEP_CONFIGS = ("first", "mid", "final", "vanilla_kd")
@@ -68,17 +72,18 @@ def _example(t: Trajectory, kind: str, step_index: int, prompt: str, completion:
     }
 
 
-def _kind(index: int, n: int) -> str:
-    return "final" if index == n else "first" if index == 1 else "mid"
+FINAL_TARGETS = ("chain", "last-step")
 
 
-def expand(
-    trajectory: Trajectory, *, template: str | None = None, paragraph_chars: int = 1200, max_steps: int | None = None
-) -> dict[str, list[dict]]:
+def expand(trajectory: Trajectory, settings: LoopSettings | None = None, *, final_target: str = "chain") -> dict[str, list[dict]]:
     """One trajectory's examples per step config (first, mid, final, vanilla_kd).
 
-    `template` is template source text (as `render_step` takes it); `max_steps` (the recipe's
-    framework.max_steps) marks steps past it as forced, as the loop did."""
+    `settings` are the student's loop settings (framework, template, paragraph cut, max_steps;
+    its demonstrations are not used: training prompts are zero-shot)."""
+    if final_target not in FINAL_TARGETS:
+        raise ValueError(f"final_target must be one of {', '.join(FINAL_TARGETS)}, got {final_target!r}")
+    settings = replace(settings or LoopSettings(), demos=[])
+    fw = settings.framework
     t = trajectory
     n = len(t.steps)
     out: dict[str, list[dict]] = {c: [] for c in STEP_CONFIGS}
@@ -87,19 +92,25 @@ def expand(
     missing = {pid for s in t.steps for pid in s.context_pids} - t.paragraphs.keys()
     if missing:
         raise ValueError(f"trajectory {t.question_id}: context pids without paragraphs: {sorted(missing)[:5]}")
-    reasoning = [s.reasoning.strip() for s in t.steps]
+    steps = [s.reasoning.strip() for s in t.steps]
 
     def prompt(index: int, previous: Sequence[str]) -> str:
         context = [t.paragraphs[pid] for pid in t.steps[index - 1].context_pids]
-        forced = max_steps is not None and index > max_steps
-        return render_step(t.question, context, previous, demos=(), template=template,
-                           paragraph_chars=paragraph_chars, must_answer=forced)
+        return settings.prompt(t.question, context, previous, index)
 
-    for index in range(1, n + 1):
-        kind = _kind(index, n)
-        out[kind].append(_example(t, kind, index, prompt(index, reasoning[: index - 1]), " " + reasoning[index - 1]))
-    # Vanilla KD: the final context with no previous sentences, the whole chain as the target.
-    out["vanilla_kd"].append(_example(t, "vanilla_kd", n, prompt(n, []), " " + " ".join(reasoning)))
+    def one_step(kind: str, index: int) -> dict:  # the step alone, after the steps before it
+        return _example(t, kind, index, prompt(index, steps[: index - 1]), fw.completion([steps[index - 1]]))
+
+    chain = _example(t, "final", n, prompt(n, []), fw.completion(steps))
+    for index, roles in enumerate(fw.roles(n), 1):
+        if "first" in roles and n > 1:
+            out["first"].append(one_step("first", index))
+        if "middle" in roles:
+            out["mid"].append(one_step("mid", index))
+        if "last" in roles:
+            out["final"].append(chain if final_target == "chain" else one_step("final", index))
+    # Vanilla KD: the final context with no previous steps, the whole chain as the target.
+    out["vanilla_kd"].append({**chain, "id": f"{t.question_id}:vanilla_kd:{n}", "kind": "vanilla_kd"})
     return out
 
 

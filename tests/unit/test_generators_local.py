@@ -26,7 +26,12 @@ PROMPTS = [
 
 
 def _req(prompt: str, sample_index: int = 0) -> StepRequest:
-    return StepRequest(prompt=prompt, question=Q, context=[], previous=[], sample_index=sample_index)
+    """A request as the IRCoT loop makes it: IRCoT's stop sequences and step-complete rule."""
+    from steper_bench.reasoning.frameworks import get_framework
+
+    fw = get_framework("ircot")
+    return StepRequest(prompt=prompt, question=Q, context=[], previous=[], sample_index=sample_index,
+                       stop=list(fw.stop), complete=fw.complete, framework=fw)
 
 
 def _gen(model_dir, cache=None, max_new_tokens=24, **cfg):
@@ -77,7 +82,7 @@ def test_stops_at_end_of_sentence(parrot_dir):
     g = _gen(parrot_dir, max_new_tokens=40)
     [res] = g.generate([_req("Q: Where?\nA:")])
     # It stops right after the answer sentence (one look-ahead token), not at max_new_tokens.
-    assert res.text.startswith(" Paris is big. So the answer is: Paris.")
+    assert res.text.startswith("Paris is big. So the answer is: Paris.")
     assert "follows" not in res.text and res.tokens < 40
     assert first_sentence(res.text) == "Paris is big. So the answer is: Paris."
 
@@ -117,3 +122,11 @@ def test_request_cache_reused(tiny_model_dir, tmp_path):
     assert [r.text for r in second[:3]] == [r.text for r in first]
     assert [r.cached for r in second] == [True, True, True, False]
     assert again.stats["cache_hits"] == 3
+
+
+def test_text_is_cut_before_the_first_stop_sequence():
+    from steper_bench.generation.local import cut_at_stop
+
+    assert cut_at_stop("Follow up: A?\nIntermediate answer: B", ["\nIntermediate answer:", "\n\n"]) == "Follow up: A?"
+    assert cut_at_stop("\n So the answer is: X.\nQ: next", ["\n"]) == "So the answer is: X."  # leading blank kept out
+    assert cut_at_stop("no stop here", ["\n"]) == "no stop here"

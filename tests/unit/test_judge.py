@@ -12,12 +12,13 @@ from steper_bench.evaluation import store
 from steper_bench.evaluation.judge import (
     RUBRIC_VERSION,
     JudgeSettings,
-    ability_steps,
     judge_pairwise,
     judge_runs,
     parse_verdict,
     rubric,
 )
+from steper_bench.evaluation.abilities import graded_steps
+from steper_bench.reasoning.frameworks import get_framework
 from steper_bench.recipe import validate_recipe
 from support.servers import Reply, scripted_server
 
@@ -61,7 +62,7 @@ def _settings(url: str, **kw) -> JudgeSettings:
 
 
 def _n_judgments() -> int:
-    return sum(len(ability_steps(n)) for n in CHAINS.values())
+    return sum(len(graded_steps(get_framework("ircot"), n)) for n in CHAINS.values())
 
 
 def test_parse_verdict_lenient():
@@ -196,3 +197,13 @@ def test_unknown_run_is_a_clear_error(setup):
     db, recipe, cache = setup
     with pytest.raises(store.StoreError, match="no run nope"):
         judge_runs(recipe, db=db, run_ids=["nope"], settings=_settings("http://127.0.0.1:9/v1"), cache=cache)
+
+
+def test_graded_steps_follow_each_framework():
+    ircot = get_framework("ircot")
+    assert graded_steps(ircot, 1) == [("initialization", 1), ("aggregation", 1)]
+    assert graded_steps(ircot, 4) == [("initialization", 1), ("expansion", 2), ("expansion", 3), ("aggregation", 4)]
+    assert graded_steps(get_framework("self-ask"), 3) == graded_steps(ircot, 3)
+    # one generation holds the whole chain: only aggregation is graded
+    assert graded_steps(get_framework("single-step"), 1) == [("aggregation", 1)]
+    assert graded_steps(get_framework("no-retrieval"), 1) == [("aggregation", 1)]

@@ -12,6 +12,7 @@ from steper_bench.generation.supporting_facts import make as make_silver
 from steper_bench.reasoning.answers import first_sentence
 from steper_bench.reasoning.loop import LoopSettings, run_loop, trajectory_step_prompt
 from steper_bench.reasoning.prompts import (
+    packaged_template,
     demo_question_ids,
     load_demos,
     load_template,
@@ -39,9 +40,12 @@ def retriever(dev, repo_root):
 @pytest.fixture(scope="module")
 def silver_run(dev, retriever):
     batches: list[list[str]] = []
-    trajs = run_loop(dev, retriever, make_silver(), LoopSettings(few_shot=0), progress=False,
+    trajs = run_loop(dev, retriever, make_silver(), LoopSettings(), progress=False,
                      on_finished=lambda ts: batches.append([t.question_id for t in ts]), recipe_hash="abc")
     return trajs, batches
+
+
+IRCOT = packaged_template("ircot/step.j2")
 
 
 def _titles(traj, pids):
@@ -74,7 +78,7 @@ def test_silver_teacher_answers_correctly(silver_run):
 
 def test_step_records_follow_the_design(dev, silver_run):
     trajs, _ = silver_run
-    settings = LoopSettings(few_shot=0)
+    settings = LoopSettings()
     for q, t in zip(dev, trajs):
         context: list[str] = []
         for n, step in enumerate(t.steps, start=1):
@@ -107,7 +111,7 @@ def test_on_finished_once_per_question(dev, silver_run):
 
 
 def test_paragraph_cap_keeps_earlier_ones(dev, retriever):
-    settings = LoopSettings(few_shot=0, top_k=4, max_paragraphs=5)
+    settings = LoopSettings(top_k=4, max_paragraphs=5)
     trajs = run_loop(dev[:10], retriever, make_silver(), settings, progress=False)
     for t in trajs:
         assert all(len(s.context_pids) <= 5 for s in t.steps)
@@ -116,7 +120,7 @@ def test_paragraph_cap_keeps_earlier_ones(dev, retriever):
 
 def test_forced_final_step(dev, retriever):
     q = next(q for q in dev if len(q.supporting_sentences) >= 2)
-    settings = LoopSettings(few_shot=0, max_steps=1)
+    settings = LoopSettings(max_steps=1)
     [t] = run_loop([q], retriever, make_silver(), settings, progress=False)
     assert [s.index for s in t.steps] == [1, 2]
     last = t.steps[-1]
@@ -133,7 +137,7 @@ def test_forced_step_without_answer_is_max_steps(dev, retriever, tiny_model_dir)
     gen = make_local(GeneratorConfig(backend="transformers", model=str(tiny_model_dir), device="cpu"),
                      max_new_tokens=6)
     # max_steps=1: step 1 retrieves with the question; step 2 is the forced one (no retrieval).
-    settings = LoopSettings(few_shot=0, max_steps=1, top_k=2, paragraph_chars=120)
+    settings = LoopSettings(max_steps=1, top_k=2, paragraph_chars=120)
     trajs = run_loop(dev[:3], retriever, gen, settings, progress=False)
     for t in trajs:  # a random model never says "So the answer is"
         assert t.stop_reason == "max_steps" and [s.index for s in t.steps] == [1, 2]
@@ -145,7 +149,7 @@ def test_forced_step_without_answer_is_max_steps(dev, retriever, tiny_model_dir)
 def test_empty_retrieval_fails_one_question_only(dev, retriever):
     # No word of the corpus: bm25 matches nothing, so this question's first step has no paragraphs.
     stop = replace(dev[0], id="no-match", question="Xqzvbt wplokk?")
-    trajs = run_loop([stop, dev[1]], retriever, make_silver(), LoopSettings(few_shot=0), progress=False)
+    trajs = run_loop([stop, dev[1]], retriever, make_silver(), LoopSettings(), progress=False)
     failed, ok = trajs
     assert failed.stop_reason == "failed" and failed.prediction == "" and failed.acc == 0.0
     assert len(failed.steps) == 1 and failed.steps[0].error == "retrieval returned no paragraphs"
@@ -154,12 +158,12 @@ def test_empty_retrieval_fails_one_question_only(dev, retriever):
 
 def test_render_step_form():
     paras = [Paragraph("p1", "Ed Wood", "Edward Davis Wood Jr. was an American filmmaker. " * 40)]
-    p = render_step("Who?", paras, [], paragraph_chars=100)
+    p = render_step("Who?", paras, [], template=IRCOT, paragraph_chars=100)
     assert p.startswith("Wikipedia Title: Ed Wood\n") and p.endswith("\n\nQ: Who?\nA:")
     assert truncate(paras[0].text, 100) in p and len(truncate(paras[0].text, 100)) <= 104
-    p2 = render_step("Who?", paras, ["One.", "Two."])
+    p2 = render_step("Who?", paras, ["One.", "Two."], template=IRCOT)
     assert p2.endswith("Q: Who?\nA: One. Two.")
-    forced = render_step("Who?", paras, ["One."], must_answer=True)
+    forced = render_step("Who?", paras, ["One."], template=IRCOT, must_answer=True)
     assert forced.endswith("Q: Who?\nA: One.") and "So the answer is: <answer>." in forced
 
 
@@ -169,7 +173,7 @@ def test_demos_are_ours_and_well_formed():
     for d in demos:
         assert d.reasoning[-1].endswith(f"So the answer is: {d.answer}.")
         assert all(first_sentence(s) == s for s in d.reasoning)  # one sentence per step
-    shot = render_step("Who?", [], [], demos=demos[:2])
+    shot = render_step("Who?", [], [], template=IRCOT, demos=demos[:2])
     assert shot.count("\nQ: ") == 3 and shot.endswith("Q: Who?\nA:")
     with pytest.raises(ValueError, match="4 are packaged"):
         load_demos(5)
@@ -203,7 +207,7 @@ def test_settings_from_recipe(tmp_path):
 
 def test_empty_query_fails_without_retrieval(dev, retriever):
     blank = replace(dev[0], id="blank", question="   ")
-    [t] = run_loop([blank], retriever, make_silver(), LoopSettings(few_shot=0), progress=False)
+    [t] = run_loop([blank], retriever, make_silver(), LoopSettings(), progress=False)
     assert t.stop_reason == "failed" and t.steps[0].error == "empty query" and t.steps[0].retrieved_pids == []
 
 
@@ -224,7 +228,7 @@ class _FailingFor:
 
 
 def test_generator_error_fails_one_question_only(dev, retriever):
-    trajs = run_loop(dev[:3], retriever, _FailingFor(dev[1].id), LoopSettings(few_shot=0), progress=False)
+    trajs = run_loop(dev[:3], retriever, _FailingFor(dev[1].id), LoopSettings(), progress=False)
     assert [t.stop_reason for t in trajs] == ["answered", "failed", "answered"]
     assert trajs[1].steps[-1].error == "HTTP 500 after 6 retries" and trajs[1].steps[-1].reasoning == ""
 
@@ -236,11 +240,12 @@ def test_silver_teacher_prefers_grounded_sentences(dev):
     (t1, s1), (t2, s2) = q.supporting_sentences[0], q.supporting_sentences[-1]
     second = [p for p in q.paragraphs if p.title == t2]
     gen = make_silver()
-    [r] = gen.generate([StepRequest(prompt="", question=q, context=second, previous=[])])
+    fw = LoopSettings().framework
+    [r] = gen.generate([StepRequest(prompt="", question=q, context=second, previous=[], framework=fw)])
     assert r.text.startswith(s2.strip()[:20]) and r.extra["grounded"] is True
-    [r] = gen.generate([StepRequest(prompt="", question=q, context=[], previous=[])])
+    [r] = gen.generate([StepRequest(prompt="", question=q, context=[], previous=[], framework=fw)])
     assert r.text.startswith(s1.strip()[:20]) and r.extra["grounded"] is False
-    [r] = gen.generate([StepRequest(prompt="", question=q, context=[], previous=[], must_answer=True)])
+    [r] = gen.generate([StepRequest(prompt="", question=q, context=[], previous=[], must_answer=True, framework=fw)])
     assert r.text == f"So the answer is: {q.answer}."
 
 
@@ -322,6 +327,6 @@ def test_build_with_too_many_few_shot_is_a_recipe_error(tmp_path, repo_root):
 
 
 def test_empty_model_output_stops_as_empty_not_failed(dev, retriever):
-    trajs = run_loop(dev[:3], retriever, _FailingFor(dev[1].id, error=""), LoopSettings(few_shot=0), progress=False)
+    trajs = run_loop(dev[:3], retriever, _FailingFor(dev[1].id, error=""), LoopSettings(), progress=False)
     assert [t.stop_reason for t in trajs] == ["answered", "empty", "answered"]
     assert trajs[1].steps[-1].error == "" and trajs[1].prediction == "" and trajs[1].acc == 0.0

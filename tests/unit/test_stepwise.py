@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from steper_bench.reasoning.prompts import render_step
+from steper_bench.reasoning.frameworks import get_framework
+from steper_bench.reasoning.loop import LoopSettings
 from steper_bench.records import GeneratorIdentity, Paragraph, Step, Trajectory
 from steper_bench.stepwise import CONFIGS, build_dataset_dict, expand
 
@@ -59,15 +60,45 @@ def test_mid_prompts_have_paragraphs_and_reasoning_so_far():
         assert m["completion"] == f" Reasoning sentence {t}."
 
 
-def test_final_ends_with_answer_and_sees_all():
+def test_final_is_the_complete_chain_the_same_row_as_vanilla_kd():
+    """The paper's final-step data: question + all paragraphs -> the whole reasoning."""
     t = make_trajectory(3)
-    final = expand(t)["final"][0]
-    assert final["completion"].endswith("So the answer is: Paris.")
+    out = expand(t)
+    final, vk = out["final"][0], out["vanilla_kd"][0]
+    assert all(f"paragraph number {i}." in final["prompt"] for i in (1, 2, 3))
+    assert final["prompt"].rstrip().endswith("A:") and "Reasoning sentence" not in final["prompt"]
+    assert final["completion"] == " Reasoning sentence 1. Reasoning sentence 2. Reasoning sentence 3. So the answer is: Paris."
+    assert {k: v for k, v in final.items() if k not in ("id", "kind")} == \
+        {k: v for k, v in vk.items() if k not in ("id", "kind")}
+    assert (final["id"], final["kind"], vk["id"], vk["kind"]) == ("q1:final:3", "final", "q1:vanilla_kd:3", "vanilla_kd")
+    # Exactly the zero-shot prompt the student sees at evaluation at the last step, with no steps yet.
+    context = [t.paragraphs[p] for p in t.steps[2].context_pids]
+    assert final["prompt"] == LoopSettings().prompt(t.question, context, [], 3)
+
+
+def test_last_step_target_is_the_last_sentence_after_the_earlier_ones():
+    t = make_trajectory(3)
+    final = expand(t, final_target="last-step")["final"][0]
+    assert final["completion"] == " Reasoning sentence 3. So the answer is: Paris."
     assert all(f"paragraph number {i}." in final["prompt"] for i in (1, 2, 3))
     assert final["prompt"].endswith("A: Reasoning sentence 1. Reasoning sentence 2.")
-    # Exactly the zero-shot prompt the student sees at evaluation for that step.
     context = [t.paragraphs[p] for p in t.steps[2].context_pids]
-    assert final["prompt"] == render_step(t.question, context, t.reasoning[:2], demos=())
+    assert final["prompt"] == LoopSettings().prompt(t.question, context, t.reasoning[:2], 3)
+    with pytest.raises(ValueError, match="final_target"):
+        expand(t, final_target="whole")
+
+
+def test_self_ask_steps_join_with_newlines():
+    t = make_trajectory(3)
+    for s, text in zip(t.steps, ["Follow up: Which city?", "Intermediate answer: Paris.\nFollow up: Which tower?",
+                                 "Intermediate answer: Eiffel.\nSo the final answer is: Paris."]):
+        s.reasoning = text
+    out = expand(t, LoopSettings(framework=get_framework("self-ask")))
+    first, mid, final = out["first"][0], out["mid"][0], out["final"][0]
+    assert first["prompt"].endswith("Are follow up questions needed here: Yes.\n")
+    assert first["completion"] == "Follow up: Which city?"
+    assert mid["prompt"].endswith("Yes.\nFollow up: Which city?\n") and mid["completion"].startswith("Intermediate")
+    assert final["completion"] == "\n".join(s.reasoning for s in t.steps)
 
 
 def test_single_step_chain_is_final_only():
@@ -85,8 +116,8 @@ def test_vanilla_kd_has_all_paragraphs_and_the_whole_chain():
 
 def test_forced_step_keeps_the_answer_now_line():
     t = make_trajectory(3)
-    forced = expand(t, max_steps=2)["final"][0]
-    plain = expand(t, max_steps=5)["final"][0]
+    forced = expand(t, LoopSettings(max_steps=2))["final"][0]
+    plain = expand(t, LoopSettings(max_steps=5))["final"][0]
     assert forced["prompt"] != plain["prompt"] and "So the answer is" in forced["prompt"]
 
 

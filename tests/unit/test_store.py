@@ -99,15 +99,36 @@ def test_schema_version_mismatch_message(tmp_path):
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE runs (run_id VARCHAR)")  # a pre-versioning file
     con.close()
-    with pytest.raises(store.StoreError, match=r"results.duckdb has schema v0, this steper-bench writes v1: "):
+    with pytest.raises(store.StoreError, match=r"results.duckdb has schema v0, this steper-bench writes v2: "):
         store.connect(db)
     db2 = tmp_path / "future.duckdb"
     con = duckdb.connect(str(db2))
     con.execute("CREATE TABLE schema_version (version INTEGER)")
     con.execute("INSERT INTO schema_version VALUES (7)")
     con.close()
-    with pytest.raises(store.StoreError, match="future.duckdb has schema v7, this steper-bench writes v1"):
+    with pytest.raises(store.StoreError, match="future.duckdb has schema v7, this steper-bench writes v2"):
         store.connect(db2, read_only=True)
+
+
+def test_v1_file_is_upgraded_in_place_by_a_writer(tmp_path):
+    """A v1 file (no framework / training-provenance columns) keeps its runs and gains the columns."""
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    v1 = [stmt for stmt in store.DDL]
+    v1[1] = v1[1].split(",\n        framework VARCHAR")[0] + ")"  # the v1 runs table
+    for stmt in v1:
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.execute("INSERT INTO runs (run_id, model, status) VALUES ('old', 'm', 'finished')")
+    con.close()
+    with pytest.raises(store.StoreError, match="older steper-bench .schema v1, now v2.: any writing command"):
+        store.connect(db, read_only=True)
+    con = store.connect(db)
+    con.close()
+    con = store.connect(db, read_only=True)
+    assert con.execute("SELECT run_id, model, framework, method_spec FROM runs").fetchall() == [("old", "m", None, None)]
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    con.close()
 
 
 def test_read_only_missing_file_is_clear(tmp_path):
@@ -159,16 +180,16 @@ def test_leaderboard_markdown_layout_and_reads_only_runs_and_metrics(tmp_path):
                         _samples(run_id, 50, seed), [], [])
     md = leaderboard_markdown(con)
     lines = md.strip().splitlines()
-    assert lines[0] == ("| Method | Model | Teacher | HotpotQA EM | HotpotQA F1 | HotpotQA Acc | MuSiQue EM | "
+    assert lines[0] == ("| Method | Model | Teacher | Framework | HotpotQA EM | HotpotQA F1 | HotpotQA Acc | MuSiQue EM | "
                         "MuSiQue F1 | MuSiQue Acc | Average EM | Average F1 | Average Acc |")
     assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| vanilla-kd", "| steper"]
     m = {(r, k): v for r, k, v in con.execute("SELECT run_id, metric, mean FROM metrics").fetchall()}
     steper = lines[3].strip("| ").split(" | ")
-    assert steper[1:3] == ["Llama-8B", "T-70B"]
-    assert steper[3] == f"{100 * m[('a1', 'em')]:.1f}"
-    assert steper[6] == f"{100 * m[('a2', 'em')]:.1f}"
-    assert steper[9] == f"{100 * (m[('a1', 'em')] + m[('a2', 'em')]) / 2:.1f}"
-    assert lines[2].split(" | ")[6] == "–"  # vanilla-kd has no MuSiQue run
+    assert steper[1:4] == ["Llama-8B", "T-70B", "ircot"]  # runs without a framework column were IRCoT
+    assert steper[4] == f"{100 * m[('a1', 'em')]:.1f}"
+    assert steper[7] == f"{100 * m[('a2', 'em')]:.1f}"
+    assert steper[10] == f"{100 * (m[('a1', 'em')] + m[('a2', 'em')]) / 2:.1f}"
+    assert lines[2].split(" | ")[7] == "–"  # vanilla-kd has no MuSiQue run
     con.execute("DELETE FROM samples")  # the table comes from runs + metrics only (O(runs))
     assert leaderboard_markdown(con) == md
     con.close()
@@ -185,7 +206,7 @@ def test_leaderboard_markdown_one_row_per_teacher(tmp_path):
         store.write_run(con, run, _samples(run_id, 40, seed), [], [])
     lines = leaderboard_markdown(con).strip().splitlines()[2:]
     m = {(r, k): v for r, k, v in con.execute("SELECT run_id, metric, mean FROM metrics").fetchall()}
-    got = {ln.strip("| ").split(" | ")[2]: ln.strip("| ").split(" | ")[3] for ln in lines}
+    got = {ln.strip("| ").split(" | ")[2]: ln.strip("| ").split(" | ")[4] for ln in lines}
     assert got == {"llama-70b": f"{100 * m[('a', 'em')]:.1f}", "qwen-72b": f"{100 * m[('b', 'em')]:.1f}"}
     con.close()
 

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
+from steper_bench.evaluation.abilities import NAMES as ABILITIES
 
 ModelOpt = Annotated[
     Optional[list[str]],
@@ -61,7 +62,7 @@ def score_table(results) -> Table:
     for spec, r in results:
         m = r.metrics
         judge = "/".join(f"{m[f'judge_{a}']['mean']:.2f}" if f"judge_{a}" in m else "–"
-                         for a in ("initialization", "expansion", "aggregation"))
+                         for a in ABILITIES)
         t.add_row(
             r.model, r.method, str(r.n),
             _cell(m.get("em")), _cell(m.get("f1")), _cell(m.get("acc")),

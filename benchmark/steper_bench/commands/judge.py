@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
+from steper_bench.evaluation.abilities import NAMES as ABILITIES
 
 
 def judge(
@@ -37,10 +38,10 @@ def judge(
         s = judge_runs(r, db=db, run_ids=run or None)
     t = Table(title=f"judge {s.judge_model} ({s.rubric_version}): {s.judged} judgments, {s.failed} failed, "
                     f"{s.cached} cached, {s.seconds:.1f}s")
-    for col in ("run", "initialization", "expansion", "aggregation"):
+    for col in ("run", *ABILITIES):
         t.add_column(col, justify="left" if col == "run" else "right")
     for rid, means in s.means.items():
-        t.add_row(rid, *(f"{means[a]:.2f}" if a in means else "–" for a in ("initialization", "expansion", "aggregation")))
+        t.add_row(rid, *(f"{means[a]:.2f}" if a in means else "–" for a in ABILITIES))
     console.print(t)
     for e in s.errors:
         console.print(f"[yellow]failed:[/] {e}", highlight=False)

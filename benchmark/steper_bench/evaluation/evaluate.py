@@ -185,6 +185,7 @@ def _run_row(recipe: Recipe, run_id: str, cfg: GeneratorConfig, info, method: st
         "versions": package_versions(), "git_commit": git_commit(),
         "seeds": {"source": recipe.source.seed, "generator": cfg.seed, "bootstrap": store.BOOTSTRAP_SEED},
         "started_at": started, "finished_at": store.utcnow(), "status": "finished",
+        "framework": recipe.framework.name, "few_shot": len(runner.settings.demos),
     }
 
 

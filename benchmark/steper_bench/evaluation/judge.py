@@ -1,8 +1,10 @@
 """LLM-as-judge over any OpenAI-compatible endpoint (default gpt-4o): per-step scores for the
 three abilities the paper names, and pairwise comparisons of two runs.
 
-- initialization: step 1 against P1; expansion: each middle step against the paragraphs seen so
-  far and the earlier steps; aggregation: the final step and answer against all of it.
+- The abilities and which steps each grades come from one table (evaluation/abilities.py) and
+  the run's framework (its step roles): under IRCoT, initialization grades step 1 against P1,
+  expansion each middle step against the paragraphs seen so far and the earlier steps,
+  aggregation the final step and answer against all of it.
 - Reference: gold answer(s) and the gold supporting facts. Rubric text: rubric_v1.md (OUR
   choice, the paper does not publish one), versioned by RUBRIC_VERSION, stored with each score.
 - Temperature 0, JSON output ({"score": 1-5, "rationale": ...}), response_format json_object
@@ -27,6 +29,8 @@ from typing import Any
 
 from steper_bench.cache import RequestCache
 from steper_bench.evaluation import store
+from steper_bench.evaluation.abilities import ABILITIES as ABILITY_TABLE
+from steper_bench.evaluation.abilities import graded_steps
 from steper_bench.recipe import Recipe, RecipeError, expand_env
 
 RUBRIC_VERSION = "steper-judge-v1"
@@ -214,14 +218,22 @@ class QuestionTrace:
     steps: list[dict]  # step, reasoning, context_pids (ordered)
     paragraphs: dict[str, dict]  # pid -> title, text, is_supporting
     support: list[tuple[str, str]]  # (title, sentence) reference
+    framework: str = "ircot"  # the run's reasoning framework: which steps each ability grades
+
+    def graded(self) -> list[tuple[str, int]]:
+        from steper_bench.reasoning.frameworks import get_framework
+
+        return graded_steps(get_framework(self.framework), len(self.steps))
 
 
 def load_traces(con, run_id: str, support: dict[str, list] | None = None) -> dict[str, QuestionTrace]:
     out: dict[str, QuestionTrace] = {}
+    row = con.execute("SELECT framework FROM runs WHERE run_id=?", [run_id]).fetchone()
+    framework = (row[0] if row else None) or "ircot"  # runs stored before v2 were IRCoT
     for qid, question, gold, pred in con.execute(
         "SELECT question_id, question, gold, prediction FROM samples WHERE run_id=? ORDER BY question_id", [run_id]
     ).fetchall():
-        out[qid] = QuestionTrace(qid, question, json.loads(gold), pred or "", [], {}, [])
+        out[qid] = QuestionTrace(qid, question, json.loads(gold), pred or "", [], {}, [], framework)
     for qid, step, reasoning, ctx in con.execute(
         "SELECT question_id, step, reasoning, context_pids FROM steps WHERE run_id=? ORDER BY question_id, step", [run_id]
     ).fetchall():
@@ -237,13 +249,6 @@ def load_traces(con, run_id: str, support: dict[str, list] | None = None) -> dic
         if not t.support:  # no gold sentences at hand: the supporting paragraphs' titles
             t.support = [(p["title"], "") for p in t.paragraphs.values() if p["is_supporting"]]
     return out
-
-
-def ability_steps(n: int) -> list[tuple[str, int]]:
-    """(ability, step) pairs graded for a chain of n steps."""
-    if n == 0:
-        return []
-    return [("initialization", 1), *[("expansion", t) for t in range(2, n)], ("aggregation", n)]
 
 
 def _paragraph_block(t: QuestionTrace, pids: list[str], chars: int) -> str:
@@ -273,13 +278,16 @@ def score_messages(t: QuestionTrace, ability: str, step: int, chars: int) -> lis
     )
     if ability == "aggregation":
         user += f"\nFinal answer extracted: {t.prediction or '(none)'}"
-    return [{"role": "system", "content": f"{r['system']}\n\n{r[ability]}"}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": f"{r['system']}\n\n{r[_rubric(ability)]}"}, {"role": "user", "content": user}]
+
+
+def _rubric(ability: str) -> str:
+    return next(a.rubric for a in ABILITY_TABLE if a.name == ability)
 
 
 def _chain(t: QuestionTrace, ability: str) -> tuple[str, list[str]]:
     """The part of a chain one ability covers, and the paragraphs it drew on."""
-    n = len(t.steps)
-    chosen = [(a, s) for a, s in ability_steps(n) if a == ability]
+    chosen = [(a, s) for a, s in t.graded() if a == ability]
     if not chosen:
         return "(no such step)", []
     text = "\n".join(f"{s}. {t.steps[s - 1]['reasoning'] or '(empty)'}" for _, s in chosen)
@@ -300,7 +308,7 @@ def pairwise_messages(first: QuestionTrace, second: QuestionTrace, ability: str,
         f"Paragraphs retrieved by either model:\n{_paragraph_block(merged, pids, chars)}\n\n"
         f"Response A:\n{text_a}\n\nResponse B:\n{text_b}"
     )
-    system = f"{r['system']}\n\n{r['pairwise']}\n\n{r[ability]}"
+    system = f"{r['system']}\n\n{r['pairwise']}\n\n{r[_rubric(ability)]}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -381,7 +389,7 @@ def judge_runs(
         for t in qs.values():
             if not t.steps:
                 summary.skipped_questions += 1
-            for ability, step in ability_steps(len(t.steps)):
+            for ability, step in t.graded():
                 jobs.append((rid, t.question_id, ability, step, score_messages(t, ability, step, settings.paragraph_chars)))
     answers = _run_all(settings, cache if cache is not None else _open_cache(recipe), [(m, "score") for *_, m in jobs])
     rows = []
@@ -458,7 +466,7 @@ def judge_pairwise(
 
 
 def _has(t: QuestionTrace, ability: str) -> bool:
-    return any(a == ability for a, _ in ability_steps(len(t.steps)))
+    return any(a == ability for a, _ in t.graded())
 
 
 def combine_orders(ab: Answer, ba: Answer) -> tuple[str | None, str, str | None]:

@@ -1,5 +1,6 @@
 """The leaderboard in the paper's layout as Markdown: rows = method / model / teacher, columns =
-EM / F1 / Acc per dataset, then their average over the datasets a row has. Values are
+EM / F1 / Acc per dataset, then their average over the datasets a row has; the framework
+(IRCoT, Self-Ask, single-step, no-retrieval) is part of a row's identity. Values are
 percentages.
 
 The table itself is the leaderboard app's (`leaderboard_app.queries.system_table`: one row per
@@ -40,13 +41,13 @@ def render_markdown(systems, datasets: list[str]) -> str:
         key=lambda r: (0 if pd.isna(r["size (B)"]) else r["size (B)"], order.get(r["method"], 99), r["model"],
                        str(r["teacher"])),
     )
-    head = ["Method", "Model", "Teacher"]
+    head = ["Method", "Model", "Teacher", "Framework"]
     for d in datasets:
         head += [f"{DATASET_LABELS.get(d, d)} {label}" for label in labels]
     head += [f"Average {label}" for label in labels]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
     for r in rows:
-        cells = [r["method"], r["model"], "" if pd.isna(r["teacher"]) else str(r["teacher"])]
+        cells = [r["method"], r["model"], "" if pd.isna(r["teacher"]) else str(r["teacher"]), str(r["framework"])]
         cells += [_cell(r[f"{d} {label}"]) for d in datasets for label in labels]
         cells += [_cell(r[f"avg {label}"]) for label in labels]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,8 +1,8 @@
 """The results store: one DuckDB file (default `results.duckdb`) shared by eval, judge, report
 and the Streamlit leaderboard (which opens it read-only). All DDL lives here.
 
-Schema v1 (names and columns are a contract with the leaderboard; change SCHEMA_VERSION when
-they change):
+Schema v2 (names and columns are a contract with the leaderboard; change SCHEMA_VERSION when
+they change; v1 files are upgraded in place by the first writer: v2 only adds `runs` columns):
 
 - `schema_version(version)`: one row, checked on open.
 - `runs`: one row per evaluated (recipe eval settings, model, split, limit). `run_id` is a
@@ -12,7 +12,11 @@ they change):
   for another local folder), model_family, model_size_b (from names like 8B / 0.5B, or counted parameters of a local model), backend,
   method (steper | steper-uniform | vanilla-kd | teacher | silver | base), teacher, dataset,
   dataset_revision, split, n, versions JSON (library versions), git_commit, seeds JSON,
-  started_at, finished_at, status (running | finished | failed).
+  started_at, finished_at, status (running | finished | failed); v2: framework (ircot |
+  self-ask | single-step | no-retrieval | ...), few_shot (demonstrations shown), trained_on
+  (the dataset a trained student's step-wise data came from), train_build (that data's build
+  hash), train_questions (training questions sampled, NULL = all), method_spec JSON (step kinds,
+  weighting, fixed weights).
 - `samples`: one row per question: gold JSON (answer list), prediction, em / f1 / acc,
   steps_used, stop_reason (answered | max_steps | empty | failed), latency_s, tokens, sp_recall (gold
   supporting paragraphs among the final context), answer_in_retrieval (0/1).
@@ -47,11 +51,15 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from steper_bench.evaluation.abilities import NAMES as ABILITIES
+
+SCHEMA_VERSION = 2
+# Columns each version added to `runs` (name, type): applied in order by `_upgrade`.
+RUN_COLUMNS_ADDED = {2: [("framework", "VARCHAR"), ("few_shot", "INTEGER"), ("trained_on", "VARCHAR"),
+                         ("train_build", "VARCHAR"), ("train_questions", "INTEGER"), ("method_spec", "JSON")]}
 DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
-ABILITIES = ("initialization", "expansion", "aggregation")
 SAMPLE_METRICS = ("em", "f1", "acc", "steps_used", "latency_s", "tokens", "sp_recall", "answer_in_retrieval")
 
 DDL = [
@@ -61,7 +69,9 @@ DDL = [
         model VARCHAR, model_revision VARCHAR, model_family VARCHAR, model_size_b DOUBLE,
         backend VARCHAR, method VARCHAR, teacher VARCHAR, dataset VARCHAR,
         dataset_revision VARCHAR, split VARCHAR, n INTEGER, versions JSON, git_commit VARCHAR,
-        seeds JSON, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR)""",
+        seeds JSON, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+        framework VARCHAR, few_shot INTEGER, trained_on VARCHAR, train_build VARCHAR,
+        train_questions INTEGER, method_spec JSON)""",
     """CREATE TABLE IF NOT EXISTS samples (
         run_id VARCHAR, question_id VARCHAR, question VARCHAR, type VARCHAR, gold JSON,
         prediction VARCHAR, em DOUBLE, f1 DOUBLE, acc DOUBLE, steps_used INTEGER,
@@ -149,11 +159,34 @@ def _check_or_create(con, path: Path, read_only: bool) -> None:
         con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
         con.execute("COMMIT")
         return
+    if 0 < found < SCHEMA_VERSION and not read_only:
+        _upgrade(con, found)
+        return
+    if 0 < found < SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by an older steper-bench (schema v{found}, now v{SCHEMA_VERSION}): any writing "
+            "command (steper-bench eval or judge on it) upgrades it in place; nothing is lost"
+        )
     if found != SCHEMA_VERSION:
         raise StoreError(
             f"{path.name} has schema v{found}, this steper-bench writes v{SCHEMA_VERSION}: "
             f"write to a new file (--db other.duckdb) or move {path} aside and re-run the evals"
         )
+
+
+def _upgrade(con, found: int) -> None:
+    """Additive upgrades, in one transaction: the new `runs` columns, then the version."""
+    con.execute("BEGIN")
+    try:
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for name, kind in RUN_COLUMNS_ADDED.get(version, []):
+                con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {name} {kind}")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -182,7 +215,8 @@ def _insert(con, table: str, rows: list[dict], columns: Sequence[str], json_cols
 
 RUN_COLS = (
     "run_id recipe_name recipe_hash eval_hash model model_revision model_family model_size_b backend method "
-    "teacher dataset dataset_revision split n versions git_commit seeds started_at finished_at status"
+    "teacher dataset dataset_revision split n versions git_commit seeds started_at finished_at status "
+    "framework few_shot trained_on train_build train_questions method_spec"
 ).split()
 SAMPLE_COLS = (
     "run_id question_id question type gold prediction em f1 acc steps_used stop_reason latency_s tokens "
@@ -218,7 +252,7 @@ def write_run(
     con.execute("BEGIN")
     try:
         _delete_run(con, run_id)
-        _insert(con, "runs", [run], RUN_COLS, json_cols=("versions", "seeds"))
+        _insert(con, "runs", [run], RUN_COLS, json_cols=("versions", "seeds", "method_spec"))
         _insert(con, "samples", samples, SAMPLE_COLS, json_cols=("gold",))
         _insert(con, "steps", steps, STEP_COLS, json_cols=("retrieved_pids", "new_pids", "context_pids"))
         _insert(con, "paragraphs", paragraphs, PARAGRAPH_COLS)

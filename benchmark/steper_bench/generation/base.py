@@ -7,8 +7,9 @@ model at all). Backends are listed by name in `steper_bench.registry.GENERATORS`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from steper_bench.records import GeneratorIdentity, Paragraph, Question
 
@@ -21,6 +22,10 @@ class StepRequest:
     previous: list[str]  # reasoning sentences so far
     must_answer: bool = False  # forced aggregation step
     sample_index: int = 0  # part of the cache key: distinct samples of the same prompt
+    # From the reasoning framework, so that backends know nothing of any framework:
+    stop: list[str] = field(default_factory=lambda: ["\n"])  # stop sequences (not in the text)
+    complete: Callable[[str], bool] | None = None  # a partial generation holds a whole step
+    framework: Any = None  # the Framework (the supporting-facts teacher asks it to write a step)
 
 
 @dataclass

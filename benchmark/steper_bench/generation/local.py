@@ -1,8 +1,9 @@
 """Local transformers backend: batched generation on one model (a path or a Hub id).
 
 A batch of step requests is cut into chunks of `batch_size`, each padded on the LEFT (decoder-
-only models continue from the last real token) and generated together; rows stop at the end of
-their first sentence (a newline, or a finished sentence; "So the answer is: X." stays whole).
+only models continue from the last real token) and generated together; a row stops once its
+request's framework says the step is complete (`StepRequest.complete`) or one of its stop
+sequences appears, and its text is cut before the first stop sequence (as HTTP servers do).
 Greedy when temperature == 0, else sampled with the configured seed. A directory holding
 `adapter_config.json` is a PEFT LoRA adapter: its base model is loaded and the adapter merged.
 With a RequestCache, results are reused across runs (key: backend, model + revision + a
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 
 from steper_bench.generation.base import StepRequest, StepResult
-from steper_bench.reasoning.answers import sentence_complete
 from steper_bench.records import GeneratorIdentity
 
 BACKEND = "transformers"
@@ -67,17 +67,30 @@ def load_model(model: str, revision: str | None = None, device: str | None = Non
     return lm.to(device).eval(), tokenizer
 
 
-class _SentenceStop:
-    """Stops each row once its new text holds a whole first sentence (see sentence_complete)."""
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """The text before the earliest stop sequence (the OpenAI API's semantics), leading
+    whitespace skipped: a small local model that opens with a newline still gets its step."""
+    text = text.lstrip()
+    ends = [i for i in (text.find(s) for s in stop if s) if i != -1]
+    return text[: min(ends)] if ends else text
 
-    def __init__(self, tokenizer, prompt_len: int):
-        self.tokenizer, self.prompt_len = tokenizer, prompt_len
+
+def _done(req: StepRequest, text: str) -> bool:
+    text = text.lstrip()
+    return (req.complete is not None and req.complete(text)) or any(s and s in text for s in req.stop)
+
+
+class _StepStop:
+    """Stops each row once its new text holds a whole step (see `_done`)."""
+
+    def __init__(self, tokenizer, prompt_len: int, requests: list[StepRequest]):
+        self.tokenizer, self.prompt_len, self.requests = tokenizer, prompt_len, requests
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
-        return torch.tensor([sentence_complete(t) for t in texts], device=input_ids.device)
+        return torch.tensor([_done(r, t) for r, t in zip(self.requests, texts)], device=input_ids.device)
 
 
 class TransformersGenerator:
@@ -96,7 +109,7 @@ class TransformersGenerator:
         return self.cache.key(
             kind="generation", backend=BACKEND, model=c.model, revision=c.revision or "",
             fingerprint=self._fingerprint, prompt=req.prompt, temperature=c.temperature, top_p=c.top_p,
-            seed=c.seed, max_new_tokens=self.max_new_tokens, sample_index=req.sample_index,
+            seed=c.seed, max_new_tokens=self.max_new_tokens, sample_index=req.sample_index, stop=list(req.stop),
         )
 
     def generate(self, requests: list[StepRequest]) -> list[StepResult]:
@@ -115,18 +128,18 @@ class TransformersGenerator:
         bs = max(1, int(self.cfg.batch_size))
         for start in range(0, len(todo), bs):
             chunk = todo[start : start + bs]
-            for i, res in zip(chunk, self._generate_chunk([requests[i].prompt for i in chunk])):
+            for i, res in zip(chunk, self._generate_chunk([requests[i] for i in chunk])):
                 out[i] = res
             if self.cache is not None:
                 self.cache.put_many([(keys[i], {"text": out[i].text, "tokens": out[i].tokens}) for i in chunk])
         return out  # type: ignore[return-value]
 
-    def _generate_chunk(self, prompts: list[str]) -> list[StepResult]:
+    def _generate_chunk(self, requests: list[StepRequest]) -> list[StepResult]:
         import torch
         from transformers import StoppingCriteriaList
 
         tok, c = self.tokenizer, self.cfg
-        rows = tok(prompts, verbose=False)["input_ids"]  # over-long prompts are cut (and counted) below
+        rows = tok([r.prompt for r in requests], verbose=False)["input_ids"]  # over-long prompts are cut (and counted) below
         self.stats["truncated"] += sum(len(r) > self.max_prompt_tokens for r in rows)
         rows = [r[-self.max_prompt_tokens :] for r in rows]  # an over-long prompt loses its oldest text
         enc = tok.pad({"input_ids": rows}, padding=True, return_tensors="pt").to(self.model.device)
@@ -141,12 +154,12 @@ class TransformersGenerator:
         t0 = time.perf_counter()
         with torch.inference_mode():
             ids = self.model.generate(
-                **enc, stopping_criteria=StoppingCriteriaList([_SentenceStop(tok, prompt_len)]), **kwargs
+                **enc, stopping_criteria=StoppingCriteriaList([_StepStop(tok, prompt_len, requests)]), **kwargs
             )
-        share = (time.perf_counter() - t0) / len(prompts)
+        share = (time.perf_counter() - t0) / len(requests)
         new = ids[:, prompt_len:]
-        return [StepResult(text=tok.decode(row, skip_special_tokens=True), latency_s=share,
-                           tokens=self._count(row)) for row in new]
+        return [StepResult(text=cut_at_stop(tok.decode(row, skip_special_tokens=True), r.stop), latency_s=share,
+                           tokens=self._count(row)) for r, row in zip(requests, new)]
 
     def _count(self, row) -> int:
         """Generated tokens up to and including the first end-of-sequence (pads excluded)."""

@@ -28,7 +28,6 @@ from steper_bench.recipe import GeneratorConfig, expand_env
 from steper_bench.records import GeneratorIdentity
 
 OPENAI_URL = "https://api.openai.com/v1"
-STOP = ["\n"]  # one sentence per step: the loop cuts to one sentence anyway
 FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
 RETRYABLE_STATUS = {408, 409, 429}
 
@@ -125,15 +124,16 @@ class OpenAIGenerator:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
-    def _params(self) -> dict:
+    def _params(self, stop: list[str]) -> dict:
+        """Decoding parameters of one request; the stop sequences come from the framework."""
         c = self.cfg
         return {"temperature": c.temperature, "top_p": c.top_p, "seed": c.seed,
-                "max_tokens": self.max_new_tokens, "stop": STOP}
+                "max_tokens": self.max_new_tokens, "stop": list(stop)}
 
     def _cache_key(self, r: StepRequest) -> str:
         return RequestCache.key(
             backend="openai", base_url=self.base_url, model=self.cfg.model, revision=self.cfg.revision or "",
-            api=self.cfg.api, prompt=r.prompt, params=self._params(), sample_index=r.sample_index,
+            api=self.cfg.api, prompt=r.prompt, params=self._params(r.stop), sample_index=r.sample_index,
         )
 
     async def _run(self, requests: list[StepRequest], keys: list[str]) -> list[tuple[_Outcome, float]]:
@@ -165,7 +165,7 @@ class OpenAIGenerator:
             try:
                 async with self._sem:
                     self.stats["calls"] += 1
-                    text, tokens = await self._call(r.prompt)
+                    text, tokens = await self._call(r.prompt, r.stop)
                 if not text.strip():
                     raise _Retry("empty completion")
                 return _Outcome(text, tokens), time.monotonic() - start
@@ -192,14 +192,14 @@ class OpenAIGenerator:
         tries = self.cfg.max_retries + 1
         return _Outcome(error=f"{last} (after {tries} attempt{'s' * (tries > 1)})"), time.monotonic() - start
 
-    async def _call(self, prompt: str) -> tuple[str, int]:
+    async def _call(self, prompt: str, stop: list[str]) -> tuple[str, int]:
         c = self.cfg
         if c.api == "chat":
             resp = await self._client.chat.completions.create(
-                model=c.model, messages=[{"role": "user", "content": prompt}], **self._params())
+                model=c.model, messages=[{"role": "user", "content": prompt}], **self._params(stop))
             text = resp.choices[0].message.content if resp.choices else None
         else:
-            resp = await self._client.completions.create(model=c.model, prompt=prompt, **self._params())
+            resp = await self._client.completions.create(model=c.model, prompt=prompt, **self._params(stop))
             text = resp.choices[0].text if resp.choices else None
         if text is None:
             raise _Retry("malformed response: no choices")

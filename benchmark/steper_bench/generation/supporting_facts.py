@@ -1,30 +1,21 @@
-"""The supporting-facts silver teacher: no LLM, the dataset's gold supporting sentences.
+"""The supporting-facts silver teacher: no LLM, the dataset's gold annotation.
 
-At each step it states the next gold supporting sentence not yet stated, preferring one whose
-paragraph is already in the prompt's context (`extra["grounded"]` says whether it was); the last
-one carries "So the answer is: <gold>.", so a 2-hop question ends in about 2 steps. A forced step
-(`must_answer`) states the answer at once. Deterministic and instant: it drives the offline
-quickstart and the downstream tests (step-wise data, training, publishing) without a model. It is
-a silver teacher, not a result: its chains copy gold sentences.
+It asks the request's framework to write the next step from the gold (`Framework.silver_step`):
+IRCoT states the next gold supporting sentence (preferring one whose paragraph is already in the
+context; `extra["grounded"]` says whether it was), the last carrying "So the answer is: <gold>.";
+Self-Ask writes follow-up questions and intermediate answers from the gold decomposition;
+single-step writes the whole gold chain at once. A forced step (`must_answer`) states the answer.
+Deterministic and instant: it drives the offline quickstart and the downstream tests (step-wise
+data, training, publishing) without a model. It is a silver teacher, not a result: its chains
+copy gold annotations.
 """
 
 from __future__ import annotations
 
 from steper_bench.generation.base import StepRequest, StepResult
-from steper_bench.reasoning.answers import first_sentence
 from steper_bench.records import GeneratorIdentity
 
 BACKEND = "supporting-facts"
-
-
-def _clean(sentence: str) -> str:
-    """One loop-sized sentence: HotpotQA's leading spaces gone, cut as the loop would cut it."""
-    s = first_sentence(sentence.strip())
-    return s if s.endswith((".", "?", "!")) else s + "."
-
-
-def _answer_clause(gold: str) -> str:
-    return f"So the answer is: {gold.strip().rstrip('.')}."
 
 
 class SupportingFactsGenerator:
@@ -36,19 +27,11 @@ class SupportingFactsGenerator:
         self.stats["requests"] += len(requests)
         return [self._one(r) for r in requests]
 
-    def _one(self, req: StepRequest) -> StepResult:
-        q = req.question
-        answer = _answer_clause(q.answer)
-        sentences = [(title, _clean(text)) for title, text in q.supporting_sentences if text.strip()]
-        # Which gold sentences were already stated: the loop keeps our text verbatim.
-        pending = [(t, s) for t, s in sentences if not any(p.startswith(s) for p in req.previous)]
-        if req.must_answer or not pending:
-            return StepResult(text=answer, extra={"grounded": None})
-        seen = {p.title for p in req.context}
-        title, text = next(((t, s) for t, s in pending if t in seen), pending[0])
-        if len(pending) == 1:
-            text = f"{text} {answer}"
-        return StepResult(text=text, tokens=len(text.split()), extra={"grounded": title in seen})
+    @staticmethod
+    def _one(req: StepRequest) -> StepResult:
+        if req.framework is None:
+            raise ValueError("the supporting-facts teacher needs the request's framework (StepRequest.framework)")
+        return req.framework.silver_step(req)
 
     def close(self) -> None:
         pass

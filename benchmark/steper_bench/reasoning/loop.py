@@ -1,11 +1,14 @@
-"""The multi-step retrieval-augmented reasoning loop (IRCoT), shared by teacher and student.
+"""The multi-step retrieval-augmented reasoning loop, shared by teacher and student and by
+every framework (reasoning/frameworks/: IRCoT, Self-Ask, single-step, no-retrieval).
 
-Step 1 retrieves top-K with the question; step t retrieves with the last reasoning sentence.
-New paragraphs join the context (deduplicated by pid, capped at max_paragraphs, earlier ones
-kept). Each step generates one sentence. A question stops when a sentence states an answer
-("So the answer is: X"); after max_steps one forced aggregation step (no retrieval, same
-context) must answer. All active questions move together: one retrieval batch and one
-generation batch per step, so backends can batch and run concurrently.
+Per step, for all active questions at once: the framework forms each retrieval query (IRCoT:
+the question, then the last sentence); new paragraphs join the context (deduplicated by pid,
+capped at max_paragraphs, earlier ones kept); the framework's prompt goes to the generator as one
+batch, with the framework's stop sequences; the framework cuts each generation to one step and
+says whether it ends the chain with an answer. After the framework's last step (max_steps, or
+its fixed count) a framework with `forced_answer` gets one more step, with no retrieval and the
+same context, that must answer. One retrieval batch and one generation batch per step, so
+backends can batch and run concurrently.
 """
 
 from __future__ import annotations
@@ -16,73 +19,82 @@ from dataclasses import dataclass, field
 
 from steper_bench import metrics
 from steper_bench.generation.base import Generator, StepRequest, StepResult
-from steper_bench.reasoning.answers import extract_answer, first_sentence
-from steper_bench.reasoning.prompts import Demo, load_demos, load_template, prompt_hash, render_step
+from steper_bench.reasoning.frameworks import Framework, get_framework
+from steper_bench.reasoning.prompts import Demo, load_demos, load_template, packaged_template, prompt_hash, render_step
 from steper_bench.records import Paragraph, Question, Step, Trajectory
 from steper_bench.retrieval.base import Retriever
 
 
+def _ircot() -> Framework:
+    return get_framework("ircot")
+
+
 @dataclass
 class LoopSettings:
+    framework: Framework = field(default_factory=_ircot)
     top_k: int = 4
     max_paragraphs: int = 15
     max_steps: int = 5
-    few_shot: int = 0
     max_new_tokens: int = 64
     paragraph_chars: int = 1200
-    template: str | None = None  # template source text; None: the packaged default
-    demos: list[Demo] | None = None  # None: the first `few_shot` packaged demonstrations
+    template: str | None = None  # template source text; None: the framework's packaged one
+    demos: list[Demo] = field(default_factory=list)  # shown before the question (few-shot)
+    query_rule: str = "last-sentence"  # ircot: IRCoT's own query rule (frameworks/ircot.py)
 
     @classmethod
-    def from_recipe(cls, recipe, role: str) -> LoopSettings:
-        """Settings for the teacher (build; framework.few_shot) or a student (eval.few_shot)."""
+    def from_recipe(cls, recipe, role: str, *, few_shot: int | None = None) -> LoopSettings:
+        """Settings for the teacher (build; framework.few_shot) or a student (eval.few_shot, or
+        `few_shot` for one model entry; 0 for the step-wise training prompts)."""
         if role not in ("teacher", "student"):
             raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
-        fw = recipe.framework
-        template = None
-        if fw.prompt_template:
-            template = load_template(recipe.resolve_path(fw.prompt_template))
+        fw_cfg = recipe.framework
+        framework = get_framework(fw_cfg.name)
         teacher = role == "teacher"
+        if few_shot is None:
+            few_shot = fw_cfg.few_shot if teacher else recipe.eval.few_shot
+        field_name = "framework.few_shot" if teacher else "eval.few_shot"
+        demos = load_demos(few_shot, recipe.source.dataset, key=framework.demos_key, field=field_name)
         return cls(
+            framework=framework,
             top_k=recipe.corpus.top_k,
             max_paragraphs=recipe.corpus.max_paragraphs,
-            max_steps=fw.max_steps,
-            few_shot=fw.few_shot if teacher else recipe.eval.few_shot,
-            max_new_tokens=fw.max_new_tokens if teacher else (recipe.eval.max_new_tokens or fw.max_new_tokens),
-            paragraph_chars=fw.paragraph_chars,
-            template=template,
-            demos=load_demos(
-                fw.few_shot if teacher else recipe.eval.few_shot,
-                recipe.source.dataset,
-                field="framework.few_shot" if teacher else "eval.few_shot",
-            ),
+            max_steps=fw_cfg.max_steps,
+            max_new_tokens=fw_cfg.max_new_tokens if teacher else (recipe.eval.max_new_tokens or fw_cfg.max_new_tokens),
+            paragraph_chars=fw_cfg.paragraph_chars,
+            template=load_template(recipe.resolve_path(fw_cfg.prompt_template)) if fw_cfg.prompt_template else None,
+            demos=framework.prepare_demos(demos),
+            query_rule=fw_cfg.query,
         )
 
-    def demo_list(self) -> list[Demo]:
-        return self.demos if self.demos is not None else load_demos(self.few_shot)
+    @property
+    def steps(self) -> int:
+        """Steps with retrieval before the forced one."""
+        return self.framework.steps(self.max_steps)
 
+    @property
+    def last_index(self) -> int:
+        """The last step a question can take: the forced answer step, if the framework has one."""
+        return self.steps + (1 if self.framework.forced_answer else 0)
 
-def step_prompt(
-    question: str, context: Sequence[Paragraph], previous: Sequence[str], index: int, settings: LoopSettings
-) -> str:
-    """The prompt of step `index` (1-based): the one place the loop and the step-wise builder
-    turn (question, context, previous sentences) into text. Steps past max_steps are forced."""
-    return render_step(
-        question,
-        list(context),
-        list(previous),
-        demos=settings.demo_list(),
-        template=settings.template,
-        paragraph_chars=settings.paragraph_chars,
-        must_answer=index > settings.max_steps,
-    )
+    def forced(self, index: int) -> bool:
+        return index > self.steps
+
+    def prompt(self, question: str, context: Sequence[Paragraph], previous: Sequence[str], index: int) -> str:
+        """The prompt of step `index` (1-based): the one place the loop and the step-wise builder
+        turn (question, context, previous steps) into text."""
+        return render_step(
+            question, list(context), list(previous), demos=self.demos,
+            template=self.template if self.template is not None else packaged_template(self.framework.template),
+            paragraph_chars=self.paragraph_chars, must_answer=self.forced(index),
+        )
 
 
 def trajectory_step_prompt(traj: Trajectory, index: int, settings: LoopSettings) -> str:
-    """Rebuild the prompt a trajectory's step `index` saw (its hash matches Step.prompt_hash)."""
+    """Rebuild the prompt a trajectory's step `index` saw (its hash matches Step.prompt_hash when
+    `settings` are the ones it ran with)."""
     step = traj.steps[index - 1]
     context = [traj.paragraphs[pid] for pid in step.context_pids]
-    return step_prompt(traj.question, context, traj.reasoning[: index - 1], index, settings)
+    return settings.prompt(traj.question, context, traj.reasoning[: index - 1], index)
 
 
 @dataclass
@@ -109,7 +121,7 @@ def run_loop(
     progress: bool = True,
     recipe_hash: str = "",
 ) -> list[Trajectory]:
-    """Run every question to an answer, max_steps + 1 forced step, or a failure.
+    """Run every question to an answer, its last step (see LoopSettings.last_index), or a failure.
 
     Returns trajectories in input order; `on_finished` receives each step's batch of finished
     trajectories as soon as they finish (for append + flush, so an interrupted build resumes).
@@ -117,13 +129,13 @@ def run_loop(
     states = [_State(q) for q in questions]
     done: dict[int, Trajectory] = {}
     with _Progress(len(states), generator, enabled=progress) as bar:
-        for index in range(1, settings.max_steps + 2):
+        for index in range(1, settings.last_index + 1):
             active = [i for i, s in enumerate(states) if not s.stop_reason]
             if not active:
                 break
             bar.step(index)
-            forced = index > settings.max_steps
-            retrieved = {} if forced else _retrieve(states, active, index, retriever, settings)
+            searches = settings.framework.retrieves and not settings.forced(index)
+            retrieved = _retrieve(states, active, index, retriever, settings) if searches else {}
             _generate(states, active, index, retrieved, generator, settings)
             finished = []
             for i in active:
@@ -136,15 +148,12 @@ def run_loop(
     return [done[i] for i in range(len(states))]
 
 
-def _query(state: _State, index: int) -> str:
-    return state.question.question if index == 1 else state.steps[-1].reasoning
-
-
 def _retrieve(
     states: list[_State], active: list[int], index: int, retriever: Retriever, settings: LoopSettings
 ) -> dict[int, tuple[str, list[Paragraph]]]:
     """One batched retrieval for the active questions: i -> (query, top-K)."""
-    queries = {i: _query(states[i], index).strip() for i in active}
+    fw = settings.framework
+    queries = {i: fw.query(states[i].question, states[i].previous, index, settings).strip() for i in active}
     asked = [i for i in active if queries[i]]
     results = (
         retriever.retrieve([queries[i] for i in asked], settings.top_k, [states[i].question.id for i in asked])
@@ -177,54 +186,56 @@ def _generate(
     generator: Generator,
     settings: LoopSettings,
 ) -> None:
-    forced = index > settings.max_steps
+    fw = settings.framework
+    forced = settings.forced(index)
     pending: list[tuple[int, Step, StepRequest]] = []
     for i in active:
         st = states[i]
         query, found = retrieved.get(i, ("", []))
         new = _add_paragraphs(st, found, settings.max_paragraphs) if found else []
         context = list(st.context.values())
-        prompt = step_prompt(st.question.question, context, st.previous, index, settings)
+        prompt = settings.prompt(st.question.question, context, st.previous, index)
         step = Step(
             index=index, query=query, retrieved_pids=[p.pid for p in found], new_pids=new,
             context_pids=[p.pid for p in context], prompt_hash=prompt_hash(prompt), reasoning="",
         )
-        # IRCoT goes on with what it has when a later query finds nothing new; a step with no
-        # paragraphs at all has nothing to reason over and fails.
-        if not forced and not context:
+        # IRCoT goes on with what it has when a later query finds nothing new; a retrieving step
+        # with no paragraphs at all has nothing to reason over and fails.
+        if fw.retrieves and not forced and not context:
             step.error = "empty query" if not query else "retrieval returned no paragraphs"
             _stop(st, step, "failed")
             continue
         req = StepRequest(prompt=prompt, question=st.question, context=context, previous=st.previous,
-                          must_answer=forced)
+                          must_answer=forced, stop=list(fw.stop), complete=fw.complete, framework=fw)
         pending.append((i, step, req))
     if not pending:
         return
     results = generator.generate([r for _, _, r in pending])
     if len(results) != len(pending):
         raise RuntimeError(f"generator returned {len(results)} results for {len(pending)} requests")
+    last = index >= settings.last_index
     for (i, step, _), res in zip(pending, results):
-        _record(states[i], step, res, forced)
+        _record(states[i], step, res, fw, last)
 
 
-def _record(state: _State, step: Step, res: StepResult, forced: bool) -> None:
+def _record(state: _State, step: Step, res: StepResult, fw: Framework, last: bool) -> None:
     step.latency_s, step.tokens, step.cached = res.latency_s, res.tokens, res.cached
     step.grounded = (res.extra or {}).get("grounded")
     if res.error:
         step.error = res.error
         _stop(state, step, "failed")
         return
-    step.reasoning = first_sentence(res.text or "")
+    step.reasoning = fw.parse_step(res.text or "")
     if not step.reasoning:
         # The model answered with nothing: its behaviour, not an infrastructure failure (which
         # comes back as res.error), so it is not retried on a re-run.
         _stop(state, step, "empty")
         return
-    answer = extract_answer(step.reasoning)
+    answer = fw.answer(step.reasoning)
     if answer is not None:
         state.prediction = answer
         _stop(state, step, "answered")
-    elif forced:
+    elif last:
         _stop(state, step, "max_steps")
     else:
         state.steps.append(step)

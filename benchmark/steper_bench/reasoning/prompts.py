@@ -1,12 +1,13 @@
-"""Step prompts: one renderer shared by the multi-step loop and the step-wise dataset builder.
+"""Step prompts: templates, demonstrations and the one renderer behind every framework.
 
-The prompt for step t shows the paragraphs gathered so far and ends with `A:` followed by the
-reasoning sentences R1..R(t-1); the model's completion is " " + R(t). Because training examples
-and evaluation prompts come from the same `render_step`, a student is trained on exactly the form
-it is evaluated on.
+A framework (reasoning/frameworks/) names its packaged Jinja2 template (`prompts/<framework>/
+step.j2`) and which demonstrations of a dataset it uses (the dataset spec's `demos`); the loop
+and the step-wise dataset builder both turn (question, paragraphs, previous steps) into text
+through `LoopSettings.prompt`, which calls `render_step` here, so a student is trained on exactly
+the form it is evaluated on.
 
-The template and the few-shot demonstrations (in `prompts/`) are our choice: the StepER paper
-does not publish its prompts. They follow IRCoT's published form.
+The templates and the few-shot demonstrations (in `prompts/`) are our choice: the StepER paper
+does not publish its prompts. IRCoT's follow IRCoT's published form, Self-Ask's Press et al.'s.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from steper_bench.recipe import RecipeError
 from steper_bench.records import Paragraph
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
-DEFAULT_TEMPLATE = PROMPTS_DIR / "ircot" / "step.j2"
 ANSWER_PREFIX = "So the answer is:"
 
 
@@ -39,10 +39,14 @@ class Demo:
     qid: str = ""
 
 
-def load_template(path: str | Path | None) -> str:
-    """Template source: the packaged default when `path` is None, else that file's text."""
-    if path is None:
-        return DEFAULT_TEMPLATE.read_text(encoding="utf-8")
+@lru_cache(maxsize=16)
+def packaged_template(name: str) -> str:
+    """A packaged template's source, by its path under prompts/ (e.g. "ircot/step.j2")."""
+    return (PROMPTS_DIR / name).read_text(encoding="utf-8")
+
+
+def load_template(path: str | Path) -> str:
+    """A user template's source (framework.prompt_template), compiled once to fail early."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
@@ -63,13 +67,15 @@ def _compile(source: str) -> jinja2.Template:
         raise ValueError(f"prompt template syntax error on line {e.lineno}: {e.message}") from e
 
 
-@lru_cache(maxsize=8)
-def _demo_file(dataset: str, framework: str = "ircot") -> tuple[Demo, ...]:
+@lru_cache(maxsize=16)
+def _demo_file(dataset: str, key: str) -> tuple[Demo, ...] | None:
+    """The demonstrations file the dataset's spec names for `key` (a framework's demos key);
+    None when it names none. Relative paths are under prompts/."""
     from steper_bench.sources import get_spec
 
-    ref = get_spec(dataset).demos.get(framework)
+    ref = get_spec(dataset).demos.get(key)
     if ref is None:
-        return ()
+        return None
     path = Path(ref) if Path(ref).is_absolute() else PROMPTS_DIR / ref
     raw = json.loads(path.read_text(encoding="utf-8"))["demos"]
     return tuple(
@@ -91,10 +97,18 @@ class FewShotError(RecipeError, ValueError):
     """More demonstrations asked for than are packaged: a recipe error naming the field."""
 
 
-def load_demos(n: int, dataset: str = "hotpotqa", *, field: str = "few_shot") -> list[Demo]:
-    """The first `n` packaged demonstrations for `dataset` (HotpotQA's when it has none).
-    `field` names the recipe field `n` came from, for the error message."""
-    demos = _demo_file(dataset)
+def load_demos(n: int, dataset: str = "hotpotqa", *, key: str = "ircot", field: str = "few_shot") -> list[Demo]:
+    """The first `n` demonstrations of `dataset` for a framework's demos `key`. `field` names the
+    recipe field `n` came from, for the error message. None asked for: none loaded."""
+    if n == 0:
+        return []
+    demos = _demo_file(dataset, key)
+    if demos is None:
+        raise FewShotError(
+            f"{field}: {n} few-shot demonstrations asked for, but dataset {dataset!r} has no {key} "
+            f"demonstrations (its spec's demos: {sorted(_spec_demos(dataset)) or 'none'}); set {field}: 0, "
+            f"or add a demonstrations file to the dataset's spec (demos={{{key!r}: 'path.json'}})"
+        )
     if n > len(demos):
         raise FewShotError(
             f"{field}: asked for {n} few-shot demonstrations, {len(demos)} are packaged for {dataset} "
@@ -103,9 +117,16 @@ def load_demos(n: int, dataset: str = "hotpotqa", *, field: str = "few_shot") ->
     return list(demos[:n])
 
 
+def _spec_demos(dataset: str) -> dict:
+    from steper_bench.sources import get_spec
+
+    return get_spec(dataset).demos
+
+
 def demo_question_ids(dataset: str = "hotpotqa") -> set[str]:
-    """Ids of the questions the demonstrations were written from (exclude them from builds)."""
-    return {d.qid for d in _demo_file(dataset)}
+    """Ids of the questions any of the dataset's demonstrations were written from (left out of
+    builds, whichever framework runs)."""
+    return {d.qid for key in _spec_demos(dataset) for d in (_demo_file(dataset, key) or ())}
 
 
 def truncate(text: str, chars: int) -> str:
@@ -127,20 +148,17 @@ def render_step(
     paragraphs: Sequence[Paragraph],
     previous: Sequence[str],
     *,
+    template: str,
     demos: Sequence[Demo] = (),
-    template: str | None = None,
     paragraph_chars: int = 1200,
     must_answer: bool = False,
 ) -> str:
-    """The prompt for the next reasoning sentence.
-
-    Ends with "A:" + (" " + " ".join(previous) if previous). `must_answer` marks the forced
-    aggregation step after max_steps: it adds one instruction line asking for
-    "So the answer is: <answer>.". The step-wise builder sets it for exactly the steps the loop
-    forced (index > max_steps), so training and evaluation prompts have one form.
-    """
-    source = template if template is not None else _default_source()
-    return _compile(source).render(
+    """Render a step template (source text). Variables: demos (question, paragraphs,
+    reasoning), paragraphs (title, text: truncated to `paragraph_chars`), question, previous (the
+    steps so far), must_answer (the forced aggregation step after max_steps: the template adds
+    its "answer now" line). The step-wise builder sets must_answer for exactly the steps the
+    loop forced, so training and evaluation prompts have one form."""
+    return _compile(template).render(
         demos=[
             {
                 "question": d.question,
@@ -154,11 +172,6 @@ def render_step(
         previous=[s.strip() for s in previous],
         must_answer=must_answer,
     )
-
-
-@lru_cache(maxsize=1)
-def _default_source() -> str:
-    return load_template(None)
 
 
 def prompt_hash(prompt: str) -> str:

@@ -28,5 +28,5 @@ CITATION = """@inproceedings{yang-etal-2018-hotpotqa,
 DATASET = DatasetSpec(
     name="hotpotqa", parse=parse, hub_id="hotpotqa/hotpot_qa", hub_config="distractor",
     label="HotpotQA", title="HotpotQA", license="cc-by-sa-4.0", citation=CITATION,
-    demos={"ircot": "ircot/hotpotqa.json"}, metric="hotpotqa",
+    demos={"ircot": "ircot/hotpotqa.json", "self-ask": "self-ask/hotpotqa.json"}, metric="hotpotqa",
 )

@@ -6,7 +6,8 @@ MuSiQue has no sentence-level annotation. We derive it, in reasoning order, from
 decomposition: for each step, its supporting paragraph and the first sentence of that paragraph
 (split by `split_sentences`) that contains the step's answer, falling back to the first
 sentence. `supporting_facts` holds (title, index of that sentence in our split);
-`supporting_sentences` holds (title, sentence text). Unanswerable records (MuSiQue-Full) are
+`supporting_sentences` holds (title, sentence text); `decomposition` the sub-questions (with
+MuSiQue's "#k" references to earlier answers), their answers and paragraph titles. Unanswerable records (MuSiQue-Full) are
 rejected: the benchmark needs a gold answer.
 """
 
@@ -59,12 +60,13 @@ def parse(raw: dict, split: str) -> Question:
             raise RecordError(f"paragraphs[{i}] needs string 'title' and 'paragraph_text'")
         paragraphs.append(Paragraph(f"{qid}-{i}", title, text.strip(), bool(p.get("is_supporting"))))
 
-    facts, sentences = [], []
+    facts, sentences, decomposition = [], [], []
     for step in rows(raw.get("question_decomposition") or [], "question_decomposition"):
         idx = step.get("paragraph_support_idx")
         if not isinstance(idx, int) or not 0 <= idx < len(paragraphs):
             continue
         para = paragraphs[idx]
+        decomposition.append((str(step.get("question") or ""), str(step.get("answer") or ""), para.title))
         sents = split_sentences(para.text) or [para.text]
         j = _answer_sentence(sents, str(step.get("answer") or ""))
         facts.append((para.title, j))
@@ -79,6 +81,7 @@ def parse(raw: dict, split: str) -> Question:
         paragraphs=paragraphs,
         supporting_facts=facts,
         supporting_sentences=sentences,
+        decomposition=decomposition,
         type=qid.split("__", 1)[0] if "__" in qid else "",
         split=split,
     )
@@ -96,5 +99,5 @@ CITATION = """@article{trivedi-etal-2022-musique,
 DATASET = DatasetSpec(
     name="musique", parse=parse, hub_id="dgslibisey/MuSiQue",
     label="MuSiQue", title="MuSiQue", license="cc-by-4.0", citation=CITATION,
-    demos={"ircot": "ircot/musique.json"}, metric="musique",
+    demos={"ircot": "ircot/musique.json", "self-ask": "self-ask/musique.json"}, metric="musique",
 )

@@ -3,17 +3,35 @@ supporting_facts [[title, sent_idx]], evidences, answer, evidences_id, answer_id
 
 Unlike HotpotQA, sentences carry no leading space, so a paragraph joins them with " ". A few
 supporting facts point one past the last sentence of their paragraph (a known quirk of the
-release): they stay in supporting_facts and are left out of supporting_sentences.
+release): they stay in supporting_facts and are left out of supporting_sentences. The evidence
+triples become the decomposition (Self-Ask's silver chains).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from steper_bench.records import Question
-from steper_bench.sources.base import DatasetSpec, titled_context_question
+from steper_bench.sources.base import DatasetSpec, RecordError, titled_context_question
 
 
 def parse(raw: dict, split: str) -> Question:
-    return titled_context_question(raw, split, "2wikimultihopqa", joiner=" ")
+    q = titled_context_question(raw, split, "2wikimultihopqa", joiner=" ")
+    return replace(q, decomposition=evidence_hops(raw.get("evidences") or []))
+
+
+def evidence_hops(evidences) -> list[tuple[str, str, str]]:
+    """2Wiki's evidence triples [subject, relation, object] as (sub-question, answer, title):
+    "What is the <relation> of <subject>?" -> object, from the subject's paragraph (our wording)."""
+    if not isinstance(evidences, list):
+        raise RecordError("field 'evidences' should be a list of [subject, relation, object]")
+    hops = []
+    for i, e in enumerate(evidences):
+        if not isinstance(e, (list, tuple)) or len(e) != 3 or not all(isinstance(x, str) for x in e):
+            raise RecordError(f"evidences[{i}] should be [subject, relation, object]")
+        subject, relation, obj = e
+        hops.append((f"What is the {relation.replace('_', ' ')} of {subject}?", obj, subject))
+    return hops
 
 
 CITATION = """@inproceedings{ho-etal-2020-constructing,
@@ -27,5 +45,5 @@ CITATION = """@inproceedings{ho-etal-2020-constructing,
 DATASET = DatasetSpec(
     name="2wikimultihopqa", parse=parse, hub_id="framolfese/2WikiMultihopQA",
     label="2Wiki", title="2WikiMultiHopQA", license="apache-2.0", citation=CITATION,
-    demos={"ircot": "ircot/2wikimultihopqa.json"}, metric="2wikimultihopqa",
+    demos={"ircot": "ircot/2wikimultihopqa.json", "self-ask": "self-ask/2wikimultihopqa.json"}, metric="2wikimultihopqa",
 )

@@ -61,8 +61,11 @@ def load_config(data: str | Path, config: str, *, split: str = "train", revision
     import datasets
 
     if is_local(data):
+        import pyarrow.parquet as pq
+
         files = sorted(str(p) for p in (Path(data).expanduser() / config).glob(f"{split}-*.parquet"))
-        if not files:
+        # No file, or only empty ones (e.g. no mid steps in a single-step build): nothing to load.
+        if not files or not sum(pq.ParquetFile(f).metadata.num_rows for f in files):
             return None
         return datasets.load_dataset("parquet", data_files={split: files}, split=split)
     return datasets.load_dataset(str(data), config, split=split, revision=revision)
@@ -76,7 +79,7 @@ def load_step_data(method: str, data: str | Path, *, revision: str | None = None
     for config in kinds:
         ds = load_config(data, config, split=split, revision=revision)
         if ds is None:
-            log.warning("%s: no %s/%s-*.parquet; training without %r examples", data, config, split, config)
+            log.info("%s: no %s rows in %s; training without %r examples", data, split, config, config)
             continue
         missing = {"prompt", "completion"} - set(ds.column_names)
         if missing:
