@@ -87,37 +87,47 @@ def _build(recipe, force, progress, say, report) -> None:
 def _train(recipe, force, say, report) -> None:
     from steper_bench.training.pipeline import train
 
-    for method in recipe.train.methods:
+    for spec in recipe.train.methods:
+        method = spec.name
         folder = RunPaths.for_recipe(recipe).train(method)
         if force:
             shutil.rmtree(folder, ignore_errors=True)
         r = train(recipe, method=method)
         status = "skipped" if r.skipped_existing else "done"
         if r.skipped_existing:
-            detail = "already trained for train hash " + recipe.stage_hash("train")
+            detail = "already trained for train hash " + recipe.train_hash(spec)
         else:  # sigmas mean something only where they were learned
-            sigmas = ", sigmas " + ", ".join(f"{k} {v:.3f}" for k, v in r.sigmas.items()) if method == "steper" else ""
+            learned = spec.weighting == "difficulty"
+            sigmas = ", sigmas " + ", ".join(f"{k} {v:.3f}" for k, v in r.sigmas.items()) if learned else ""
             detail = f"{r.steps} steps{sigmas}"
         report.add(StageReport("train", method, status, r.seconds, detail, {"training": r.seconds}), say)
 
 
 def _evaluate(recipe, force, db, progress, say, report) -> list[str]:
-    from steper_bench.evaluation.evaluate import default_models, evaluate
+    from steper_bench.evaluation.evaluate import default_models, eval_targets, evaluate
 
     # The judge runs as its own stage below, so that an unreachable judge never blocks eval.
     no_judge = recipe.model_copy(deep=True)
     no_judge.eval.judge.enabled = False
     run_ids = []
-    for model in default_models(recipe):
-        r = evaluate(no_judge, model=model, db=db, force=force, progress=progress)
-        status = "skipped" if r.skipped_existing else "done"
-        acc = r.metrics.get("acc", {}).get("mean")
-        detail = (f"run {r.run_id} already in {db}" if r.skipped_existing else f"run {r.run_id}, n={r.n}")
-        if acc is not None:
-            detail += f", acc {acc:.3f}"
-        report.add(StageReport("eval", model, status, r.seconds, detail, dict(r.timings)), say)
-        run_ids.append(r.run_id)
+    for dataset in eval_targets(recipe):
+        for entry in default_models(recipe):
+            r = evaluate(no_judge, model=entry, dataset=dataset, db=db, force=force, progress=progress)
+            status = "skipped" if r.skipped_existing else "done"
+            acc = r.metrics.get("acc", {}).get("mean")
+            detail = (f"run {r.run_id} already in {db}" if r.skipped_existing else f"run {r.run_id}, n={r.n}")
+            if acc is not None:
+                detail += f", acc {acc:.3f}"
+            report.add(StageReport("eval", _label(entry, dataset), status, r.seconds, detail, dict(r.timings)), say)
+            run_ids.append(r.run_id)
     return run_ids
+
+
+def _label(entry, dataset) -> str:
+    """What an eval stage line names: the model, its ICL / framework settings, an OOD test set."""
+    extras = [f"{entry.few_shot}-shot" if entry.few_shot is not None else "", entry.framework or "",
+              f"on {dataset.dataset}" if dataset is not None else ""]
+    return " ".join([entry.model, *[x for x in extras if x]])
 
 
 def _judge_reachable(recipe: Recipe, say) -> bool:

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from steper_bench.methods import Method
+from steper_bench.methods import resolve as resolve_method
 from steper_bench.metrics import check_filter
 from steper_bench.registry import DATASETS, FRAMEWORKS, GENERATORS, RETRIEVERS, import_plugin
 
@@ -158,14 +160,11 @@ class LoraConfig(Section):
     target_modules: list[str] | str = "all-linear"
 
 
-# Training methods: the one list the CLI, the trainer and evaluation import.
-METHODS = ("steper", "steper-uniform", "vanilla-kd")
-
-
 class TrainConfig(Section):
-    # steper: first+mid+final, difficulty-aware; steper-uniform: same data, equal weights;
-    # vanilla-kd: whole chain as one target, plain cross-entropy.
-    methods: list[Literal[METHODS]] = ["steper"]
+    # Preset names (vanilla-kd, steper-first, steper-first-mid, steper: steper_bench/methods.py)
+    # or inline specs {name, kinds, weighting: difficulty | uniform | fixed, weights}. Each
+    # method's own spec (not the list) enters its model's train hash.
+    methods: list[Method] = Field(["steper"], validate_default=True)
     # Student: a local path or Hub id, or "tiny" (a pipeline demo built offline, not a result).
     student: str = "meta-llama/Llama-3.1-8B-Instruct"
     student_revision: str | None = None
@@ -174,6 +173,9 @@ class TrainConfig(Section):
     learning_rate: float = Field(5e-6, gt=0)  # paper
     num_train_epochs: float = Field(2.0, gt=0)  # paper
     max_steps: int = -1  # > 0 overrides epochs
+    # Train on a seeded sample (train.seed) of N training questions with kept trajectories (ours;
+    # for data-size scaling); the build, its corpus and its trajectories are unchanged.
+    train_questions: int | None = Field(None, ge=1)
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -191,6 +193,19 @@ class TrainConfig(Section):
     push_to_hub: bool = Unhashed(False)
     hub_model_id: str | None = Unhashed(None)
 
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, v):
+        items = [v] if isinstance(v, (str, dict)) else v
+        if not isinstance(items, list) or not items:
+            raise ValueError("train.methods: a non-empty list of preset names or method specs")
+        methods = [resolve_method(x) for x in items]
+        names = [m.name for m in methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"method name(s) {', '.join(dup)} appear more than once")
+        return methods
+
 
 class JudgeConfig(Section):
     enabled: bool = False
@@ -202,19 +217,46 @@ class JudgeConfig(Section):
     max_retries: int = Unhashed(6, ge=0)
 
 
+class EvalModel(Section):
+    """One system to evaluate: a model spec (see `steper-bench eval --help`) and, for
+    in-context-learning baselines, its own demonstrations count and framework."""
+
+    model: str
+    # Demonstrations shown (IRCoT few-shot ICL); default: framework.few_shot for the teacher (it is
+    # evaluated the way it generated the training data), eval.few_shot for every other model.
+    few_shot: int | None = Field(None, ge=0)
+    # Evaluate under another framework (e.g. single-step or no-retrieval baseline rows).
+    framework: str | None = None
+
+    @field_validator("framework")
+    @classmethod
+    def _framework(cls, v):
+        return v if v is None else FRAMEWORKS.check(v)
+
+
 class EvalConfig(Section):
     split: Literal["test", "train"] = "test"
     limit: int | None = Field(None, ge=1)
     few_shot: int = Field(0, ge=0)  # trained students see zero-shot prompts
     # Models evaluated by `run`: local paths, Hub ids, openai:MODEL@BASE_URL, supporting-facts,
-    # or trained:METHOD for this recipe's own trained students.
-    models: list[str] = ["trained:steper"]
+    # teacher, student (train.student untrained), trained:METHOD for this recipe's own trained
+    # students; or {model, few_shot, framework} entries (ICL baselines).
+    models: list[EvalModel] = Field(["trained:steper"], validate_default=True)
     include_teacher: bool = True
+    # More test sets (out-of-domain): each a source like `source` (dataset + test_file / hub_id,
+    # test_limit, ...); every model is evaluated on the recipe's own test set and on each of these,
+    # each with its own corpus (pooled from that source).
+    datasets: list[SourceConfig] = []
     batch_size: int = Unhashed(16, ge=1)
     concurrency: int = Unhashed(16, ge=1)
     max_new_tokens: int | None = None  # default: framework.max_new_tokens
     db: str = Unhashed("results.duckdb")
     judge: JudgeConfig = JudgeConfig()
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, v):
+        return [{"model": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
 
 
 class Recipe(Section):
@@ -271,6 +313,23 @@ class Recipe(Section):
             d[section] = {k: v for k, v in d[section].items() if k not in fields}
         return digest(d)
 
+    def method(self, name: str) -> Method:
+        """A method by name: one of train.methods, else a preset; unknown names list both."""
+        for m in self.train.methods:
+            if m.name == name:
+                return m
+        try:
+            return resolve_method(name)
+        except ValueError as e:
+            listed = ", ".join(m.name for m in self.train.methods)
+            raise RecipeError(f"method {name!r}: not in train.methods ({listed}) and {e}") from None
+
+    def train_hash(self, method: str | Method) -> str:
+        """Hash of what one trained student depends on: the build, the train settings and its own
+        method (not the others in train.methods, so adding a method retrains nothing)."""
+        m = method if isinstance(method, Method) else self.method(method)
+        return digest({"train": self.stage_hash("train"), "method": {"name": m.name, **m.spec()}})
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
@@ -284,7 +343,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 # evaluates, whether the teacher is among them and the judge settings leave every student's
 # scores (and so its run id) as they are.
 STAGE_EXCLUDES: dict[str, dict[str, tuple[str, ...]]] = {
-    "eval": {"eval": ("models", "include_teacher", "judge")},
+    "train": {"train": ("methods",)},  # each method adds its own spec: Recipe.train_hash(method)
+    "eval": {"eval": ("models", "include_teacher", "judge", "datasets")},
 }
 
 

@@ -5,7 +5,7 @@ runs/<name>-<build hash>/
   trajectories/<split>.jsonl  teacher trajectories, appended and flushed per batch
   index/<corpus hash>/        the BM25 index of the corpus, built once
   dataset/                    Hub layout: <config>/<split>-*.parquet, README.md (the card)
-  train/<method>-<train hash>/ checkpoints, final model, weights.json, model card
+  train/<method>-<its train hash>/ checkpoints, final model, weights.json, model card
   build.log
 The request cache (teacher, judge, retrieval) is shared by all runs: runs/cache.sqlite.
 """
@@ -50,7 +50,7 @@ class RunPaths:
         return self.root / "index"
 
     def train(self, method: str) -> Path:
-        return self.root / "train" / f"{method}-{self.recipe.stage_hash('train')}"
+        return self.root / "train" / f"{method}-{self.recipe.train_hash(method)}"
 
     @property
     def log(self) -> Path:

@@ -200,9 +200,9 @@ def _fake_trained(folder, method: str, train_hash: str = "abc123"):
     """The files training writes that eval reads (no weights: enough for describe and sigma)."""
     folder.mkdir(parents=True)
     (folder / "train_summary.json").write_text(json.dumps({"method": method, "base_model": "tiny", "train_hash": train_hash}))
-    weighting = {"steper": "learned", "steper-uniform": "uniform"}.get(method, "none")
+    weighting = {"steper": "difficulty"}.get(method, "uniform")
     kinds = ("first", "mid", "final") if method != "vanilla-kd" else ("vanilla_kd",)
-    history = [{"step": s, **{k: (1.0 if weighting != "learned" else 1.0 - 0.01 * s * (i + 1))
+    history = [{"step": s, **{k: (1.0 if weighting != "difficulty" else 1.0 - 0.01 * s * (i + 1))
                               for i, k in enumerate(kinds)}} for s in (10, 20)]
     (folder / "weights.json").write_text(json.dumps({"weighting": weighting, "history": history}))
     return folder
@@ -213,7 +213,7 @@ def test_sigma_history_only_for_learned_weighting_and_revisions(env, tmp_path):
     other = load_recipe(repo_root / "recipes" / "quickstart.yaml", [f"runs_dir={tmp_path / 'runs'}", *FAST])
     from steper_bench.runs import RunPaths
 
-    trained = _fake_trained(RunPaths.for_recipe(other).train("steper"), "steper", other.stage_hash("train"))
+    trained = _fake_trained(RunPaths.for_recipe(other).train("steper"), "steper", other.train_hash("steper"))
     cfg, method = parse_model_spec("trained:steper", other)
     assert method == "steper"
     rows = _sigma_rows("r", cfg, method)
@@ -221,7 +221,7 @@ def test_sigma_history_only_for_learned_weighting_and_revisions(env, tmp_path):
     assert sorted(r["sigma"] for r in rows if r["step"] == 20) == pytest.approx([0.4, 0.6, 0.8])
     # the trained student's revision is its train-stage hash, the suffix of its folder's name
     assert describe(cfg).revision == f"train:{trained.name.rsplit('-', 1)[1]}"
-    for flat in ("vanilla-kd", "steper-uniform"):
+    for flat in ("vanilla-kd", "steper-first-mid"):
         cfg, method = parse_model_spec(str(_fake_trained(tmp_path / flat, flat)), recipe)
         assert method == flat and _sigma_rows("r", cfg, method) == []
         assert describe(cfg).revision == "train:abc123"

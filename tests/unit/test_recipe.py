@@ -32,7 +32,7 @@ def test_minimal_recipe_is_two_lines_and_gets_paper_defaults(tmp_path):
     assert (r.source.test_limit, r.source.seed) == (500, 13370)  # IRCoT convention
     assert (r.corpus.backend, r.corpus.top_k, r.framework.max_steps) == ("bm25", 4, 5)  # paper: K=4, S=5
     assert (r.train.learning_rate, r.train.num_train_epochs) == (5e-6, 2.0)  # paper
-    assert r.train.methods == ["steper"] and r.dataset.filter == "acc"
+    assert [m.name for m in r.train.methods] == ["steper"] and r.dataset.filter == "acc"
     assert r.teacher.backend == "supporting-facts"
     assert r.path == (tmp_path / "r.yaml").resolve()
     assert r.resolve_path("dev.jsonl") == tmp_path.resolve() / "dev.jsonl"
@@ -109,7 +109,7 @@ def test_filter_spec_is_validated(tmp_path):
 def test_set_overrides_are_validated_like_the_file(tmp_path):
     path = write(tmp_path, MINIMAL + "corpus:\n  top_k: 4\n")
     r = load_recipe(path, ["corpus.top_k=8", "train.lora.enabled=true", "eval.models=[a, b]"])
-    assert (r.corpus.top_k, r.train.lora.enabled, r.eval.models) == (8, True, ["a", "b"])
+    assert (r.corpus.top_k, r.train.lora.enabled, [m.model for m in r.eval.models]) == (8, True, ["a", "b"])
     # The bad value came from --set, not from line 4 of the file.
     assert error_of(path, ["corpus.top_k=0"]) == (
         f"invalid recipe\n  {path} (--set corpus.top_k=0): corpus.top_k: "

@@ -12,11 +12,15 @@ torch = pytest.importorskip("torch")
 
 from transformers import TrainerCallback  # noqa: E402
 
-from steper_bench.evaluation import models as eval_models  # noqa: E402
-from steper_bench.recipe import METHODS, RecipeError, validate_recipe  # noqa: E402
+from steper_bench.methods import PRESETS  # noqa: E402
+from steper_bench.recipe import RecipeError, validate_recipe  # noqa: E402
 from steper_bench.runs import RunPaths  # noqa: E402
-from steper_bench.training import encode_example, load_step_data, train  # noqa: E402
-from steper_bench.training.data import METHOD_CONFIGS, tokenize_rows  # noqa: E402
+from steper_bench.training import encode_example, train  # noqa: E402
+from steper_bench.training.data import load_step_data as _load, tokenize_rows  # noqa: E402
+
+
+def load_step_data(method, data, **kw):
+    return _load(PRESETS[method] if isinstance(method, str) else method, data, **kw)
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "hotpotqa" / "train.jsonl"
@@ -91,8 +95,9 @@ def _trainer(tmp_path, tiny_model_dir, data, method="steper", **train):
     from steper_bench.training.pipeline import _build_trainer
 
     recipe = make_recipe(tmp_path, tiny_model_dir, **train)
-    step_data = load_step_data(method, data)
-    trainer, _ = _build_trainer(recipe, method, step_data, str(tiny_model_dir), None, tmp_path / "out")
+    spec = recipe.method(method) if isinstance(method, str) else method
+    step_data = load_step_data(spec, data)
+    trainer, _ = _build_trainer(recipe, spec, step_data, str(tiny_model_dir), None, tmp_path / "out")
     return trainer
 
 
@@ -190,7 +195,7 @@ def test_hard_kind_gets_less_weight(tmp_path, tiny_model_dir):
 
 
 def test_uniform_keeps_equal_weights(tmp_path, tiny_model_dir, data_dir):
-    trainer = _trainer(tmp_path, tiny_model_dir, data_dir, method="steper-uniform", max_steps=3)
+    trainer = _trainer(tmp_path, tiny_model_dir, data_dir, method="steper-first-mid", max_steps=3)
     trainer.train()
     assert torch.equal(trainer.log_vars.s.detach().cpu(), torch.zeros(3))
     assert not trainer.log_vars.s.requires_grad
@@ -270,7 +275,10 @@ def test_train_writes_model_weights_summary_card_and_skips_rerun(tmp_path, tiny_
     assert weights["first"] == pytest.approx(res.sigmas["first"])
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["n_examples"] == load_step_data("steper", data_dir).counts
-    assert summary["train_hash"] == recipe.stage_hash("train") and summary["versions"]["trl"]
+    assert summary["train_hash"] == recipe.train_hash("steper") and summary["versions"]["trl"]
+    assert summary["method_spec"] == {"kinds": ["first", "mid", "final"], "weighting": "difficulty", "weights": None}
+    assert (summary["trained_on"], summary["train_build"], summary["train_questions"]) == (
+        "hotpotqa", recipe.stage_hash("build"), None)
     assert summary["loss"]["first"] is not None and summary["steps"] == 3
     card = (out / "README.md").read_text()
     assert "steper" in card and recipe.hash in card and "sigma" in card
@@ -310,7 +318,7 @@ def test_vanilla_kd_plain_cross_entropy(tmp_path, tiny_model_dir, data_dir):
     res = train(recipe, method="vanilla-kd", data=data_dir)
     assert res.n_examples == {"vanilla_kd": len(sample_examples()["vanilla_kd"])}
     weights = json.loads((res.output_dir / "weights.json").read_text())
-    assert weights["weighting"] == "none" and weights["vanilla_kd"] == 1.0
+    assert weights["weighting"] == "uniform" and weights["vanilla_kd"] == 1.0
 
 
 def test_vanilla_kd_may_pack(tmp_path, tiny_model_dir, data_dir):
@@ -319,10 +327,69 @@ def test_vanilla_kd_may_pack(tmp_path, tiny_model_dir, data_dir):
     assert res.steps == 2 and json.loads((res.output_dir / "train_summary.json").read_text())["loss"]["first"]
 
 
-def test_one_list_of_methods(tmp_path):
-    assert set(METHOD_CONFIGS) == set(METHODS) and eval_models.METHODS[: len(METHODS)] == METHODS
-    with pytest.raises(RecipeError, match=r"train.methods.0: 'stepr' is not allowed; did you mean 'steper'\? "
-                                          r"\(allowed: steper, steper-uniform or vanilla-kd\)"):
+def test_methods_are_presets_or_validated_specs(tmp_path):
+    r = make_recipe(tmp_path, "tiny", methods=["steper", "vanilla-kd", {"name": "fixed-2-1-1", "kinds": ["first", "mid", "final"],
+                                               "weighting": "fixed", "weights": {"first": 2, "mid": 1, "final": 1}}])
+    assert [m.name for m in r.train.methods] == ["steper", "vanilla-kd", "fixed-2-1-1"]
+    assert r.method("fixed-2-1-1").weight_list() == [2.0, 1.0, 1.0] and r.method("steper-first").kinds == ("first", "final")
+    with pytest.raises(RecipeError, match=r"train.methods: 'stepr' is not a method preset; did you mean 'steper'\?"):
         make_recipe(tmp_path, "tiny", methods=["stepr"])
-    with pytest.raises(RecipeError, match=r"allowed: steper, steper-uniform, vanilla-kd"):
-        load_step_data("teacher", tmp_path)
+    bad = [({"name": "w", "kinds": ["first"], "weighting": "fixed"}, "needs weights for exactly its kinds"),
+           ({"name": "w", "kinds": ["first"], "weighting": "fixed", "weights": {"first": 0}}, "must be positive"),
+           ({"name": "w", "kinds": ["first"], "weights": {"first": 1}}, "weights are for weighting fixed"),
+           ({"name": "w", "kinds": []}, "kinds is empty"),
+           ({"name": "steper", "kinds": ["final"]}, "the name of a preset"),
+           ({"name": "w", "kinds": ["final", "final"]}, "repeat a kind")]
+    for spec, message in bad:
+        with pytest.raises(RecipeError, match=message):
+            make_recipe(tmp_path, "tiny", methods=[spec])
+    with pytest.raises(RecipeError, match="appear more than once"):
+        make_recipe(tmp_path, "tiny", methods=["steper", "steper"])
+    with pytest.raises(RecipeError, match="not in train.methods"):
+        r.method("nonesuch")
+
+
+def test_each_method_has_its_own_train_hash(tmp_path):
+    one = make_recipe(tmp_path, "tiny", methods=["steper"])
+    two = make_recipe(tmp_path, "tiny", methods=["steper", "vanilla-kd"])
+    assert one.train_hash("steper") == two.train_hash("steper")  # adding a method retrains nothing
+    assert two.train_hash("steper") != two.train_hash("vanilla-kd")
+    lr = make_recipe(tmp_path, "tiny", methods=["steper"], learning_rate=1e-4)
+    assert lr.train_hash("steper") != one.train_hash("steper") and lr.stage_hash("build") == one.stage_hash("build")
+
+
+def test_fixed_weights_are_applied_exactly(tmp_path, tiny_model_dir, data_dir):
+    spec = {"name": "fixed-3-1-2", "kinds": ["first", "mid", "final"], "weighting": "fixed",
+            "weights": {"first": 3, "mid": 1, "final": 2}}
+    trainer = _trainer(tmp_path, tiny_model_dir, data_dir, method="fixed-3-1-2", methods=[spec])
+    assert not trainer.log_vars.s.requires_grad and trainer.log_vars_optimizer is None
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    batch = trainer._prepare_inputs(trainer.data_collator([next(r for r in rows if r["kind_id"] == k) for k in (0, 1, 2)]
+                                                          + [next(r for r in rows[5:] if r["kind_id"] == 0)]))
+    trainer.get_batch_samples(iter([batch]), 1, trainer.args.device)
+    trainer.model.train()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    # by hand: each kind's mean token cross-entropy over its rows, then 3 L_first + 1 L_mid + 2 L_final
+    labels = batch["labels"][:, 1:]
+    tok = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels, ignore_index=-100,
+                                            reduction="none")
+    per_kind = []
+    for k in range(3):
+        rows_k = batch["kind_id"] == k
+        per_kind.append(tok[rows_k].sum() / (labels[rows_k] != -100).sum())
+    assert loss.item() == pytest.approx(float(3 * per_kind[0] + per_kind[1] + 2 * per_kind[2]), rel=1e-5)
+
+
+def test_train_questions_samples_the_same_questions_for_every_method(tmp_path, data_dir):
+    rows = sample_examples()
+    steper = load_step_data("steper", data_dir, train_questions=5, seed=3)
+    vanilla = load_step_data("vanilla-kd", data_dir, train_questions=5, seed=3)
+    assert len(vanilla.rows) == 5 and len(steper.rows) < sum(len(rows[k]) for k in ("first", "mid", "final"))
+    qid = {r["prompt"]: q["question_id"] for k in rows for q in rows[k] for r in [q]}
+    assert {qid[r["prompt"]] for r in steper.rows} == {qid[r["prompt"]] for r in vanilla.rows}
+    other = load_step_data("vanilla-kd", data_dir, train_questions=5, seed=4)
+    assert {r["prompt"] for r in other.rows} != {r["prompt"] for r in vanilla.rows}
+    with pytest.raises(RecipeError, match="train.train_questions: 99 asked for, but .* has 12"):
+        load_step_data("steper", data_dir, train_questions=99)

@@ -25,22 +25,28 @@ def evaluate(
     db: DbOpt = None,
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run even when this run already finished in the file.")] = False,
+    few_shot: Annotated[Optional[int], typer.Option("--few-shot", min=0, help=(
+        "Demonstrations for the --model(s) given (default: framework.few_shot for the teacher, else eval.few_shot)."))] = None,
 ) -> None:
-    """Run students through the multi-step loop on the eval split; score with lm-eval; store in DuckDB."""
+    """Run students through the multi-step loop on the eval split(s); score with lm-eval; store in DuckDB."""
     from steper_bench.evaluation import default_models
     from steper_bench.evaluation import evaluate as run_eval
+    from steper_bench.evaluation.evaluate import eval_targets
+    from steper_bench.recipe import EvalModel
 
     r = load(recipe, set_)
+    entries = [EvalModel(model=m, few_shot=few_shot) for m in model] if model else default_models(r)
     results = []
-    for spec in model or default_models(r):
-        console.print(f"[bold]eval[/] {spec} on {r.source.dataset} ({r.eval.split})")
+    for dataset, entry in ((d, e) for d in eval_targets(r) for e in entries):
+        name = (dataset or r.source).dataset
+        console.print(f"[bold]eval[/] {entry.model} on {name} ({r.eval.split})", highlight=False)
         with user_facing():
-            res = run_eval(r, model=spec, db=db, force=force)
+            res = run_eval(r, model=entry, dataset=dataset, db=db, force=force)
         if res.skipped_existing:
             console.print(f"  run {res.run_id} already finished in {res.db}: skipped (--force re-runs it)")
         if res.judge is not None and res.judge.failed:
             console.print(f"  [yellow]judge: {res.judge.failed} of {res.judge.judged} judgments failed[/]")
-        results.append((spec, res))
+        results.append((entry.model, res))
     console.print(score_table(results))
 
 

@@ -11,13 +11,13 @@ from typing import Annotated, Optional
 import typer
 
 from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
-from steper_bench.recipe import METHODS
+from steper_bench.methods import PRESETS
 
 
 def train(
     recipe: RecipeArg,
     method: Annotated[
-        Optional[str], typer.Option("--method", help=f"{' | '.join(METHODS)} (default: train.methods).")
+        Optional[str], typer.Option("--method", help=f"A name in train.methods or a preset ({' | '.join(PRESETS)}); default: train.methods.")
     ] = None,
     data: Annotated[
         Optional[str], typer.Option("--data", help="Built dataset folder or Hub dataset id (default: this build).")
@@ -32,13 +32,11 @@ def train(
 ) -> None:
     """Fine-tune the student on the step-wise data: StepER (difficulty-aware), its uniform ablation, vanilla KD."""
     from steper_bench.training import train as train_one
-    from steper_bench.training.data import check_method
-
     r = load(recipe, sets)
     if method:  # train.methods was checked by the recipe schema
         with user_facing():
-            check_method(method, "--method")
-    methods = [method] if method else list(r.train.methods)
+            r.method(method)
+    methods = [method] if method else [m.name for m in r.train.methods]
     for m in methods:
         out = None if output is None else (output if len(methods) == 1 else output / m)
         console.print(f"[bold]train[/] {m} on {data or r.train.data or 'the built dataset'}")
@@ -47,7 +45,8 @@ def train(
         if res.skipped_existing:
             console.print(f"  {m}: already trained in {res.output_dir} (skipped in {res.seconds:.1f} s)")
             continue
-        sig = ", ".join(f"{k}={v:.3f}" for k, v in res.sigmas.items()) if m == "steper" else "fixed"
+        learned = r.method(m).weighting == "difficulty"
+        sig = ", ".join(f"{k}={v:.3f}" for k, v in res.sigmas.items()) if learned else r.method(m).weighting
         counts = ", ".join(f"{k}={n}" for k, n in res.n_examples.items())
         console.print(f"  {m}: {res.steps} steps in {res.seconds:.1f} s; examples {counts}; sigma {sig}")
         console.print(f"  -> {res.output_dir}")

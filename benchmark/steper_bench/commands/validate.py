@@ -11,5 +11,6 @@ def validate(recipe: list[RecipeArg], set_: SetOpt = None) -> None:
         r = load(path, set_)
         typer.echo(f"# {path}")
         typer.echo(r.to_yaml().rstrip())
-        typer.echo(f"# hash: {r.hash}  (build {r.stage_hash('build')}, train {r.stage_hash('train')}, eval {r.stage_hash('eval')})")
+        trains = ", ".join(f"{m.name} {r.train_hash(m)}" for m in r.train.methods)
+        typer.echo(f"# hash: {r.hash}  (build {r.stage_hash('build')}, train: {trains}; eval {r.stage_hash('eval')})")
     console.print(f"[green]ok[/]: {len(recipe)} recipe(s) valid")

@@ -18,7 +18,7 @@ from pathlib import Path
 from steper_bench.evaluation import store, trace
 from steper_bench.evaluation.models import describe, parse_model_spec
 from steper_bench.provenance import git_commit, package_versions
-from steper_bench.recipe import GeneratorConfig, Recipe, digest
+from steper_bench.recipe import EvalModel, GeneratorConfig, Recipe, SourceConfig, digest
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +48,61 @@ def eval_hash(recipe: Recipe) -> str:
     return recipe.stage_hash("eval")
 
 
-def make_run_id(recipe: Recipe, identity: str, limit: int | None) -> str:
-    return digest([eval_hash(recipe), identity, recipe.eval.split, limit])
+def make_run_id(recipe: Recipe, identity: str, limit: int | None, few_shot: int = 0) -> str:
+    return digest([eval_hash(recipe), identity, recipe.eval.split, limit, few_shot])
 
 
 def default_db(recipe: Recipe) -> Path:
     return Path(recipe.eval.db)  # relative to the current directory, like any output path given
 
 
-def default_models(recipe: Recipe) -> list[str]:
+def default_models(recipe: Recipe) -> list[EvalModel]:
+    """eval.models, plus the teacher (evaluated few-shot, as it built the data) if include_teacher."""
     models = list(recipe.eval.models)
-    if recipe.eval.include_teacher and "teacher" not in models:
-        models.append("teacher")
+    if recipe.eval.include_teacher and not any(m.model == "teacher" for m in models):
+        models.append(EvalModel(model="teacher"))
     return models
 
 
-def evaluate(recipe: Recipe, *, model: str, db: str | Path | None = None, limit: int | None = None,
-             force: bool = False, progress: bool = True, cache=None) -> EvalResult:
+def eval_targets(recipe: Recipe) -> list[SourceConfig | None]:
+    """The test sets every model is evaluated on: the recipe's own (None), then eval.datasets."""
+    return [None, *recipe.eval.datasets]
+
+
+def target_recipe(recipe: Recipe, entry: EvalModel, dataset: SourceConfig | None = None) -> Recipe:
+    """The recipe an evaluation runs under: another test set (out-of-domain: its own source and
+    pooled corpus) and/or another framework (baseline rows); the training recipe otherwise."""
+    if dataset is None and entry.framework in (None, recipe.framework.name):
+        return recipe
+    target = recipe.model_copy(deep=True)
+    if dataset is not None:
+        target.source = dataset.model_copy()
+    if entry.framework not in (None, recipe.framework.name):
+        target.framework = target.framework.model_copy(update={"name": entry.framework, "query": "last-sentence"})
+    return target
+
+
+def shots(recipe: Recipe, entry: EvalModel) -> int:
+    """Demonstrations for a model entry: its own few_shot; else the teacher's build setting
+    (framework.few_shot) for the teacher, eval.few_shot for everyone else."""
+    if entry.few_shot is not None:
+        return entry.few_shot
+    return recipe.framework.few_shot if entry.model == "teacher" else recipe.eval.few_shot
+
+
+def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | None = None,
+             db: str | Path | None = None, limit: int | None = None, force: bool = False, progress: bool = True,
+             cache=None) -> EvalResult:
+    """Evaluate one model entry on the recipe's test set, or on `dataset` (out-of-domain)."""
     t0 = time.perf_counter()
+    entry = model if isinstance(model, EvalModel) else EvalModel(model=model)
     db = Path(db) if db is not None else default_db(recipe)
     limit = limit or recipe.eval.limit
-    cfg, method = parse_model_spec(model, recipe)
+    cfg, method = parse_model_spec(entry.model, recipe)  # trained:METHOD: this recipe's students
     info = describe(cfg)
-    run_id = make_run_id(recipe, info.identity, limit)
+    few_shot = shots(recipe, entry)
+    recipe = target_recipe(recipe, entry, dataset)
+    run_id = make_run_id(recipe, info.identity, limit, few_shot)
     if not force:
         con = store.connect(db)
         try:
@@ -88,7 +120,7 @@ def evaluate(recipe: Recipe, *, model: str, db: str | Path | None = None, limit:
         cache = RequestCache(RunPaths.for_recipe(recipe).cache)
     from steper_bench.evaluation.runner import StudentRunner
 
-    runner = StudentRunner.from_recipe(recipe, cfg, limit=limit, cache=cache, progress=progress)
+    runner = StudentRunner.from_recipe(recipe, cfg, limit=limit, cache=cache, progress=progress, few_shot=few_shot)
     try:
         lm_samples, lm_results, trajectories, lm_seconds = run_lm_eval(recipe, runner)
     finally:
@@ -185,7 +217,7 @@ def _run_row(recipe: Recipe, run_id: str, cfg: GeneratorConfig, info, method: st
         "versions": package_versions(), "git_commit": git_commit(),
         "seeds": {"source": recipe.source.seed, "generator": cfg.seed, "bootstrap": store.BOOTSTRAP_SEED},
         "started_at": started, "finished_at": store.utcnow(), "status": "finished",
-        "framework": recipe.framework.name, "few_shot": len(runner.settings.demos),
+        "framework": recipe.framework.name, "few_shot": len(runner.settings.demos), **info.training,
     }
 
 
@@ -197,17 +229,17 @@ def _timings(runner, lm_seconds: float, writing_s: float) -> dict[str, float]:
 
 
 def _sigma_rows(run_id: str, cfg: GeneratorConfig, method: str) -> list[dict]:
-    """A StepER student's learned sigma per step kind over training (weights.json history).
-    Only the learned weighting has one: steper-uniform keeps s fixed at 0 (sigma 1) and
-    vanilla-kd has no per-kind weights, so their flat histories are not stored."""
+    """A student's learned sigma per step kind over training (weights.json history). Only the
+    difficulty weighting learns one: uniform and fixed keep s at 0 (sigma 1), so their flat
+    histories are not stored. ("learned" is how older students' weights.json named it.)"""
     f = Path(cfg.model) / "weights.json"
-    if method != "steper" or cfg.backend != "transformers" or not f.exists():
+    if cfg.backend != "transformers" or not f.exists():
         return []
     try:
         weights = json.loads(f.read_text())
     except (OSError, json.JSONDecodeError):
         return []
-    if weights.get("weighting", "learned") != "learned":
+    if weights.get("weighting") not in ("difficulty", "learned"):
         return []
     rows = {}
     for point in weights.get("history") or []:

@@ -2,6 +2,7 @@
 
     supporting-facts        the silver teacher (gold supporting sentences) as a reference row
     teacher                 the recipe's teacher config
+    student                 the recipe's train.student, untrained (the ICL baseline row)
     trained:METHOD          this recipe's trained student (RunPaths.train(METHOD))
     openai:MODEL@BASE_URL   an OpenAI-compatible endpoint, completions API (lm-eval's
                             local-completions semantics); openai:MODEL alone means OpenAI itself
@@ -17,11 +18,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from steper_bench.recipe import METHODS as TRAIN_METHODS
 from steper_bench.recipe import GeneratorConfig, Recipe, RecipeError
 from steper_bench.runs import RunPaths
 
-METHODS = (*TRAIN_METHODS, "teacher", "silver", "base")
+FORMS = ("supporting-facts", "teacher", "student", "trained:METHOD", "openai:MODEL@BASE_URL",
+         "a local model folder (full model or LoRA adapter)", "a Hub model id (org/name)")
 _OPENAI = re.compile(r"^openai:(?P<model>.+?)(?:@(?P<url>https?://.+))?$")
 _SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)\s*[bB](?![A-Za-z])")
 _FAMILIES = ("llama", "qwen", "mistral", "mixtral", "gemma", "phi", "deepseek", "olmo", "gpt", "smollm", "falcon")
@@ -38,6 +39,17 @@ def parse_model_spec(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
     if spec == "teacher":
         t = recipe.teacher.model_copy()
         return t, "silver" if t.backend == "supporting-facts" else "teacher"
+    if spec == "student":
+        student = recipe.train.student
+        if student == "tiny":
+            student = str(RunPaths.for_recipe(recipe).root / "tiny-student")
+            if not Path(student, "config.json").exists():
+                raise RecipeError("--model student: the tiny student is built by the first `steper-bench train`; "
+                                  "train first, or name a pretrained train.student")
+        local = recipe.resolve_path(student)
+        model = str(local.resolve()) if local.exists() else student
+        return GeneratorConfig(backend="transformers", model=model, revision=recipe.train.student_revision,
+                               **common), "base"
     if spec.startswith("trained:"):
         method = spec.split(":", 1)[1]
         folder = RunPaths.for_recipe(recipe).train(method)
@@ -56,11 +68,12 @@ def parse_model_spec(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
         return cfg, "base"
     local = Path(os.path.expanduser(spec))
     if local.exists():
-        summary = local / "train_summary.json"
-        method = json.loads(summary.read_text()).get("method", "base") if summary.exists() else "base"
+        method = train_summary(local).get("method", "base")
         return GeneratorConfig(backend="transformers", model=str(local.resolve()), **common), method
     if spec.count("/") > 1 or spec.startswith((".", "/", "~")):
         raise RecipeError(f"--model {spec}: no such folder (and not a Hub id like org/name)")
+    if ":" in spec:
+        raise RecipeError(f"--model {spec}: not a model spec; accepted forms: {'; '.join(FORMS)}")
     return GeneratorConfig(backend="transformers", model=spec, **common), "base"
 
 
@@ -73,6 +86,16 @@ class ModelInfo:
     size_b: float | None
     backend: str
     base_model: str  # for trained students: the student they started from
+    training: dict  # a trained student's provenance: method_spec, trained_on, train_build, train_questions
+
+
+def train_summary(folder: Path) -> dict:
+    """A trained student's train_summary.json ({} for any other folder)."""
+    f = folder / "train_summary.json"
+    try:
+        return json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def describe(cfg: GeneratorConfig) -> ModelInfo:
@@ -90,7 +113,9 @@ def describe(cfg: GeneratorConfig) -> ModelInfo:
     if size is None and cfg.backend == "transformers" and local.exists():
         size = _counted_size_b(local)
     revision = cfg.revision or (_local_revision(local) if cfg.backend == "transformers" and local.is_dir() else "")
-    return ModelInfo(name, identity, revision, _family(f"{base} {cfg.model}", local), size, cfg.backend, base)
+    summary = train_summary(local) if cfg.backend == "transformers" and local.is_dir() else {}
+    training = {k: summary.get(k) for k in ("method_spec", "trained_on", "train_build", "train_questions")}
+    return ModelInfo(name, identity, revision, _family(f"{base} {cfg.model}", local), size, cfg.backend, base, training)
 
 
 def _local_revision(folder: Path) -> str:
@@ -99,14 +124,9 @@ def _local_revision(folder: Path) -> str:
     local generator keys its cache with)."""
     from steper_bench.generation.local import weights_fingerprint
 
-    summary = folder / "train_summary.json"
-    if summary.exists():
-        try:
-            train_hash = json.loads(summary.read_text()).get("train_hash")
-        except (OSError, json.JSONDecodeError):
-            train_hash = None
-        if train_hash:
-            return f"train:{train_hash}"
+    train_hash = train_summary(folder).get("train_hash")
+    if train_hash:
+        return f"train:{train_hash}"
     return f"files:{weights_fingerprint(folder)}"
 
 

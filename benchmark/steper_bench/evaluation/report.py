@@ -13,7 +13,7 @@ from __future__ import annotations
 
 DATASETS = ("hotpotqa", "2wikimultihopqa", "musique")
 DATASET_LABELS = {"hotpotqa": "HotpotQA", "2wikimultihopqa": "2Wiki", "musique": "MuSiQue"}
-METHOD_ORDER = ("teacher", "silver", "base", "vanilla-kd", "steper-uniform", "steper")
+METHOD_ORDER = ("teacher", "silver", "base", "vanilla-kd", "steper-first", "steper-first-mid", "steper")
 
 
 def leaderboard_markdown(con, filters=None) -> str:

@@ -35,7 +35,7 @@ class StudentRunner:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, cfg: GeneratorConfig, *, limit: int | None = None,
-                    cache=None, progress: bool = True) -> StudentRunner:
+                    cache=None, progress: bool = True, few_shot: int | None = None) -> StudentRunner:
         from steper_bench.generation import make_generator
         from steper_bench.reasoning.loop import LoopSettings
         from steper_bench.retrieval import make_retriever
@@ -57,7 +57,7 @@ class StudentRunner:
         with clock("index"):
             retriever = make_retriever(recipe, pool, RunPaths.for_recipe(recipe).indexes, cache)
         with clock("model_load"):
-            settings = LoopSettings.from_recipe(recipe, role="student")
+            settings = LoopSettings.from_recipe(recipe, role="student", few_shot=few_shot)
             generator = make_generator(cfg, cache, max_new_tokens=settings.max_new_tokens)
         return cls(questions, retriever, generator, settings, recipe.hash, loaded.revision, clock, progress)
 

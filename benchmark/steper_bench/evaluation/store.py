@@ -10,7 +10,8 @@ they change; v1 files are upgraded in place by the first writer: v2 only adds `r
   Columns: run_id PK, recipe_name, recipe_hash, eval_hash, model, model_revision (the Hub
   revision; `train:<train hash>` for a trained student, `files:<fingerprint>` of the weight files
   for another local folder), model_family, model_size_b (from names like 8B / 0.5B, or counted parameters of a local model), backend,
-  method (steper | steper-uniform | vanilla-kd | teacher | silver | base), teacher, dataset,
+  method (a training method's name: vanilla-kd | steper-first | steper-first-mid | steper | an
+  inline method's name; or teacher | silver | base for untrained rows), teacher, dataset,
   dataset_revision, split, n, versions JSON (library versions), git_commit, seeds JSON,
   started_at, finished_at, status (running | finished | failed); v2: framework (ircot |
   self-ask | single-step | no-retrieval | ...), few_shot (demonstrations shown), trained_on

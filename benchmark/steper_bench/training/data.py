@@ -1,8 +1,10 @@
 """Step-wise training data: load the built dataset, pick the configs a method trains on, tokenise.
 
 A built dataset is a folder in the Hub layout (`DIR/<config>/<split>-*.parquet`) or a Hub dataset
-id. StepER trains on the `first`, `mid` and `final` configs; vanilla KD on `vanilla_kd` (all
-paragraphs -> the whole chain as one target).
+id. A method (steper_bench/methods.py) names the configs it trains on: StepER `first`, `mid`
+and `final`; Vanilla-KD `vanilla_kd` (all paragraphs -> the whole chain as one target).
+`train.train_questions: N` keeps the rows of a seeded sample of N questions (the same questions
+for every method and kind).
 
 Tokenisation is ours, not TRL's: the prompt and the completion are tokenised separately (exactly
 what the student sees at inference: the prompt alone, then it generates), and an over-long
@@ -13,28 +15,15 @@ ready `input_ids` / `labels` and leaves them alone.
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steper_bench.recipe import METHODS, RecipeError
+from steper_bench.methods import KINDS, Method
+from steper_bench.recipe import RecipeError
 
 log = logging.getLogger(__name__)
-
-STEP_KINDS = ("first", "mid", "final")
-# Dataset configs each method trains on; the kind of an example is its config's name.
-METHOD_CONFIGS: dict[str, tuple[str, ...]] = {
-    "steper": STEP_KINDS,
-    "steper-uniform": STEP_KINDS,
-    "vanilla-kd": ("vanilla_kd",),
-}
-ALL_CONFIGS = ("first", "mid", "final", "vanilla_kd", "trajectories")
-
-
-def check_method(method: str, what: str = "train method") -> None:
-    """Refuse a method name outside recipe.METHODS, listing the allowed ones."""
-    if method not in METHODS:
-        raise RecipeError(f"{what} {method!r} is unknown (allowed: {', '.join(METHODS)})")
 
 
 @dataclass
@@ -71,11 +60,13 @@ def load_config(data: str | Path, config: str, *, split: str = "train", revision
     return datasets.load_dataset(str(data), config, split=split, revision=revision)
 
 
-def load_step_data(method: str, data: str | Path, *, revision: str | None = None, split: str = "train") -> StepData:
-    """The rows a method trains on, kind = the config each row came from."""
-    check_method(method)
-    kinds = METHOD_CONFIGS[method]
+def load_step_data(method: Method, data: str | Path, *, revision: str | None = None, split: str = "train",
+                   train_questions: int | None = None, seed: int = 0) -> StepData:
+    """The rows a method trains on, kind = the config each row came from; with `train_questions`,
+    only the rows of that many questions (a seeded sample, the same for every method)."""
+    kinds = tuple(method.kinds)
     out = StepData(source=str(data), revision=revision if not is_local(data) else None, kinds=kinds)
+    keep = sample_questions(data, train_questions, seed, revision=revision, split=split) if train_questions else None
     for config in kinds:
         ds = load_config(data, config, split=split, revision=revision)
         if ds is None:
@@ -84,16 +75,29 @@ def load_step_data(method: str, data: str | Path, *, revision: str | None = None
         missing = {"prompt", "completion"} - set(ds.column_names)
         if missing:
             raise RecipeError(f"{data} config {config!r} lacks columns {sorted(missing)} (need prompt, completion)")
-        for prompt, completion in zip(ds["prompt"], ds["completion"]):
-            out.rows.append({"prompt": prompt, "completion": completion, "kind": config})
+        qids = ds["question_id"] if keep is not None else [None] * ds.num_rows
+        for prompt, completion, qid in zip(ds["prompt"], ds["completion"], qids):
+            if keep is None or qid in keep:
+                out.rows.append({"prompt": prompt, "completion": completion, "kind": config})
     if not out.rows:
         raise RecipeError(
-            f"{data}: no {split} examples in configs {', '.join(kinds)} for method {method!r}; "
+            f"{data}: no {split} examples in configs {', '.join(kinds)} for method {method.name!r}; "
             "build the dataset first (steper-bench build RECIPE) or pass --data DIR_OR_HUB_ID"
         )
     if not is_local(data):
         out.revision = resolve_hub_revision(str(data), revision)
     return out
+
+
+def sample_questions(data, n: int, seed: int, *, revision: str | None = None, split: str = "train") -> set[str]:
+    """A seeded sample of n question ids among those with kept trajectories (random.Random(seed)
+    over the sorted ids, so every method and kind gets the same questions)."""
+    ds = load_config(data, "vanilla_kd", split=split, revision=revision)  # one row per kept trajectory
+    ids = sorted(set(ds["question_id"])) if ds is not None else []
+    if n > len(ids):
+        raise RecipeError(f"train.train_questions: {n} asked for, but {data} has {len(ids)} {split} questions with "
+                          f"kept trajectories; lower it or build more (source.train_limit)")
+    return set(random.Random(seed).sample(ids, n))
 
 
 def resolve_hub_revision(repo: str, revision: str | None) -> str | None:
@@ -110,7 +114,7 @@ def resolve_hub_revision(repo: str, revision: str | None) -> str | None:
 def all_texts(data: str | Path, *, revision: str | None = None) -> list[str]:
     """Prompts and completions of every step config: what a tiny student's tokenizer learns from."""
     texts: list[str] = []
-    for config in ("first", "mid", "final", "vanilla_kd"):
+    for config in KINDS:
         try:
             ds = load_config(data, config, revision=revision)
         except Exception as e:  # a Hub dataset without this config

@@ -21,7 +21,8 @@ from pathlib import Path
 from steper_bench.provenance import package_versions
 from steper_bench.recipe import Recipe, RecipeError
 from steper_bench.runs import RunPaths, atomic_write_text
-from steper_bench.training.data import all_texts, check_method, is_local, load_step_data, tokenize_rows
+from steper_bench.methods import Method
+from steper_bench.training.data import all_texts, is_local, load_step_data, tokenize_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +46,29 @@ class TrainResult:
 
 def train(recipe: Recipe, *, method: str, data: str | os.PathLike | None = None,
           output: str | os.PathLike | None = None, resume: bool = True) -> TrainResult:
-    """Train one student with `method` (steper | steper-uniform | vanilla-kd) and write it out."""
+    """Train one student with `method` (a name in train.methods or a preset: steper_bench/methods.py)
+    and write it out."""
     t0 = time.perf_counter()
-    check_method(method)
+    spec = recipe.method(method)
     cfg = recipe.train
-    if cfg.packing and method != "vanilla-kd":
+    if cfg.packing and len(spec.kinds) > 1:
         raise RecipeError(
             f"train.packing: true is not possible for {method}: packing merges examples of different step kinds "
             "into one sequence, so the per-kind losses cannot be told apart. Set train.packing: false."
         )
     paths = RunPaths.for_recipe(recipe)
     out = Path(output) if output else paths.train(method)
-    train_hash = recipe.stage_hash("train")
+    train_hash = recipe.train_hash(spec)
     done = _finished(out, train_hash, method)
     if done is not None:
         done.seconds = time.perf_counter() - t0  # what the skip took, not the old training time
         return done
 
     source, revision = _data_source(recipe, data, paths)
-    step_data = load_step_data(method, source, revision=revision)
+    step_data = load_step_data(spec, source, revision=revision, train_questions=cfg.train_questions, seed=cfg.seed)
     student, student_rev = _student(recipe, source, revision, paths)
     started = time.time()
-    trainer, dropped = _build_trainer(recipe, method, step_data, student, student_rev, out)
+    trainer, dropped = _build_trainer(recipe, spec, step_data, student, student_rev, out)
     ckpt = _last_checkpoint(out / CHECKPOINTS) if resume else None
     if ckpt:
         log.info("resuming %s from %s", method, ckpt)
@@ -77,7 +79,7 @@ def train(recipe: Recipe, *, method: str, data: str | os.PathLike | None = None,
     trainer.save_model(str(out))  # every rank: ZeRO-3 gathers the shards collectively
     trainer.accelerator.wait_for_everyone()  # no rank still touches checkpoints/ when it is removed
     if trainer.is_world_process_zero():
-        result.summary = _write_outputs(recipe, method, trainer, step_data, student, student_rev, out,
+        result.summary = _write_outputs(recipe, spec, trainer, step_data, student, student_rev, out,
                                         result, dropped, resumed_from=ckpt)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         if cfg.push_to_hub:
@@ -133,57 +135,51 @@ def use_bf16(setting) -> bool:
     return bool(setting)
 
 
-def _build_trainer(recipe: Recipe, method: str, step_data, student: str, student_rev, out: Path):
+# TrainConfig fields that are SFTConfig fields of the same meaning, passed as they are.
+SFT_FIELDS = ("learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "weight_decay",
+              "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "logging_steps", "save_steps")
+
+
+def _build_trainer(recipe: Recipe, method: Method, step_data, student: str, student_rev, out: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig
 
-    from steper_bench.training.trainer import StepERTrainer
+    from steper_bench.training.trainer import StepERConfig, StepERTrainer
 
     cfg = recipe.train
     tokenizer = AutoTokenizer.from_pretrained(student, revision=student_rev)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset, dropped = tokenize_rows(step_data.rows, tokenizer, step_data.kinds, cfg.max_length)
-    args = SFTConfig(
+    common = dict(
         output_dir=str(out / CHECKPOINTS),
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler_type,
+        **{f: getattr(cfg, f) for f in SFT_FIELDS},
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=cfg.weight_decay,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,
         bf16=use_bf16(cfg.bf16),
         use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU real DDP (gloo)
-        seed=cfg.seed,
         data_seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
         save_total_limit=1,
         report_to="none",
         max_length=None,  # already truncated (left of the prompt) by tokenize_rows
-        packing=cfg.packing and method == "vanilla-kd",
         disable_tqdm=True,
         push_to_hub=False,  # pushed by push_model with the card and summary
     )
-    # Loaded after SFTConfig exists, so that under ZeRO-3 from_pretrained shards the weights as it
+    # Loaded after the config exists, so that under ZeRO-3 from_pretrained shards the weights as it
     # loads. fp32 master weights; bf16 autocast when enabled (pure bf16 loses updates at LR 5e-6).
-    model = AutoModelForCausalLM.from_pretrained(student, revision=student_rev, dtype=torch.float32)
     peft_config = _peft_config(cfg.lora)
-    if args.packing:  # vanilla-kd only: plain SFT, TRL packs the pre-tokenised rows
-        from trl import SFTTrainer
+    if cfg.packing:  # a one-kind method (train() refuses others): plain SFT, TRL packs the pre-tokenised rows
+        from trl import SFTConfig, SFTTrainer
 
-        args.max_length = cfg.max_length
+        args = SFTConfig(**{**common, "max_length": cfg.max_length}, packing=True)
+        model = AutoModelForCausalLM.from_pretrained(student, revision=student_rev, dtype=torch.float32)
         return SFTTrainer(model=model, args=args, train_dataset=dataset.remove_columns("kind_id"),
                           processing_class=tokenizer, peft_config=peft_config), dropped
-    trainer = StepERTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
-        kinds=step_data.kinds, weighting="learned" if method == "steper" else "uniform",
-        sigma_learning_rate=cfg.sigma_learning_rate,
-    )
+    args = StepERConfig(**common, kinds=tuple(method.kinds), weighting=method.weighting,
+                        kind_weights=method.weight_list(), sigma_learning_rate=cfg.sigma_learning_rate)
+    model = AutoModelForCausalLM.from_pretrained(student, revision=student_rev, dtype=torch.float32)
+    trainer = StepERTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config)
     return trainer, dropped
 
 
@@ -242,19 +238,28 @@ def _write_outputs(recipe, method, trainer, step_data, student, student_rev, out
         {"step": e["step"], "loss": e["loss"], "ce": e["loss"]} for e in trainer.state.log_history if "loss" in e
     ]
     weights = {**result.sigmas,
-               "weighting": {"steper": "learned", "steper-uniform": "uniform"}.get(method, "none"),
+               "weighting": method.weighting,
+               "kind_weights": dict(zip(method.kinds, method.weight_list())),
                "history": list(getattr(trainer, "sigma_history", [])),
                "s": trainer.log_vars.values() if hasattr(trainer, "log_vars") else {}}
     atomic_write_text(out / WEIGHTS, json.dumps(weights, indent=2))
+    record = _dataset_record(recipe, step_data)
     summary = {
-        "method": method,
+        "method": method.name,
+        "method_spec": method.spec(),
         "base_model": "tiny (built offline)" if cfg.student == "tiny" else cfg.student,
         "base_model_path": student,
         "base_model_revision": student_rev,
         "demo": cfg.student == "tiny",
-        **_dataset_record(recipe, step_data),
+        **record,
+        # What the student learned from, for out-of-domain tables: the source dataset and the
+        # build (hash) of its step-wise data; the framework it was built with.
+        "trained_on": _trained_on(recipe, step_data),
+        "train_build": record["dataset_revision"],
+        "train_questions": cfg.train_questions,
+        "framework": recipe.framework.name,
         "recipe_hash": recipe.hash,
-        "train_hash": recipe.stage_hash("train"),
+        "train_hash": recipe.train_hash(method),
         "n_examples": result.n_examples,
         "dropped_too_long": dropped,
         "sigmas": result.sigmas,
@@ -277,6 +282,20 @@ def _write_outputs(recipe, method, trainer, step_data, student, student_rev, out
     atomic_write_text(out / "README.md", render_model_card(recipe, summary))
     atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2))  # last: marks the folder finished
     return summary
+
+
+def _trained_on(recipe: Recipe, step_data) -> str:
+    """The source dataset of the step-wise data: from the recipe.yaml a build writes beside its
+    data (so --data from another recipe's build is named right), else this recipe's."""
+    import yaml
+
+    built = Path(step_data.source).expanduser() / "recipe.yaml"
+    if is_local(step_data.source) and built.is_file():
+        try:
+            return str(yaml.safe_load(built.read_text())["source"]["dataset"])
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            pass
+    return recipe.source.dataset
 
 
 def _dataset_record(recipe: Recipe, step_data) -> dict:

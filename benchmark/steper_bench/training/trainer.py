@@ -1,9 +1,14 @@
-"""Difficulty-aware step-wise SFT: a TRL `SFTTrainer` with one cross-entropy per step kind.
+"""Difficulty-aware step-wise SFT: a TRL `SFTTrainer` with one cross-entropy per step kind,
+configured by `StepERConfig` (an `SFTConfig` with the method's knobs).
 
-Each kind j (first, mid, final) gets its mean token cross-entropy L_j over completion tokens,
-and the loss is
+Each kind j (first, mid, final, ...) gets its mean token cross-entropy L_j over completion
+tokens, and the loss is
 
-    sum_j exp(-s_j) * L_j + s_j,      s_j = log sigma_j^2 (learnable, initialised at 0).
+    sum_j w_j * exp(-s_j) * L_j + s_j,      s_j = log sigma_j^2 (initialised at 0)
+
+- weighting `difficulty` (StepER): s_j learnable, w_j = 1;
+- weighting `uniform`: s_j frozen at 0, w_j = 1, i.e. sum_j L_j;
+- weighting `fixed`: s_j frozen at 0, w_j the method's weights, i.e. sum_j w_j L_j.
 
 With s = log sigma^2, exp(-s) L + s = 2 * (L / (2 sigma^2) + log sigma): the paper's
 uncertainty weighting (Kendall et al. 2018) up to a factor 2, which only rescales the step
@@ -22,23 +27,49 @@ single-process, DDP and ZeRO-3. Their gradients are all-reduced (averaged like D
 processes train. They are saved beside every checkpoint (`log_variances.pt`) and reloaded on
 resume before the optimizer state.
 
-`weighting="uniform"` freezes s_j at 0 (equal weights, still per-kind means): the ablation.
+(Methods and their weightings are data: steper_bench/methods.py.)
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import TrainerCallback
-from trl import SFTTrainer
+from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 LOGVAR_FILE = "log_variances.pt"
+WEIGHTINGS = ("difficulty", "uniform", "fixed")
+
+
+@dataclass
+class StepERConfig(SFTConfig):
+    """SFTConfig plus the method: the kinds (names by kind id), their weighting and weights."""
+
+    kinds: tuple[str, ...] = field(default=("first", "mid", "final"), metadata={"help": "step kinds by kind id"})
+    weighting: str = field(default="difficulty", metadata={"help": "difficulty | uniform | fixed"})
+    kind_weights: list[float] | None = field(default=None, metadata={"help": "fixed weighting: w_j per kind"})
+    sigma_learning_rate: float = field(default=1e-2, metadata={"help": "AdamW rate of the log-variances s_j"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        if self.kind_weights is not None and len(self.kind_weights) != len(self.kinds):
+            raise ValueError(f"kind_weights {self.kind_weights} should have one weight per kind {list(self.kinds)}")
+        if self.weighting != "fixed" and self.kind_weights not in (None, [1.0] * len(self.kinds)):
+            raise ValueError("kind_weights apply to weighting fixed only")
+        if self.packing or self.padding_free:
+            raise ValueError(
+                "packing / padding_free merge examples of different step kinds into one row, which breaks the "
+                "per-kind loss: set train.packing: false"
+            )
 
 
 class LogVariances(nn.Module):
@@ -81,36 +112,31 @@ class _StepLogVariances(TrainerCallback):
 
 
 class StepERTrainer(SFTTrainer):
-    """SFTTrainer whose loss is the per-kind, difficulty-weighted cross-entropy described above.
+    """SFTTrainer whose loss is the per-kind weighted cross-entropy described above.
 
-    Takes a pre-tokenised dataset with columns input_ids, labels, kind_id (see training.data),
-    `kinds` (names by kind id), `weighting` ("learned" or "uniform") and `sigma_learning_rate`.
-    """
+    Takes `args: StepERConfig` and a pre-tokenised dataset with columns input_ids, labels,
+    kind_id (see training.data)."""
 
     # compute_loss divides by whole-window token counts: already scaled for accumulation.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, kinds: tuple[str, ...], weighting: str = "learned",
-                 sigma_learning_rate: float = 1e-2, **kwargs):
-        if weighting not in ("learned", "uniform"):
-            raise ValueError(f"weighting must be 'learned' or 'uniform', got {weighting!r}")
-        sft_args = kwargs.get("args")
-        if sft_args is not None and (sft_args.packing or sft_args.padding_free):
-            raise ValueError(
-                "packing / padding_free merge examples of different step kinds into one row, which breaks the "
-                "per-kind loss: set train.packing: false"
-            )
+    def __init__(self, *args, **kwargs):
+        cfg = kwargs.get("args")
+        if not isinstance(cfg, StepERConfig):
+            raise TypeError("StepERTrainer needs args=StepERConfig(...) (an SFTConfig with the method's kinds and weighting)")
         if "data_collator" not in kwargs or kwargs["data_collator"] is None:
             tok = kwargs.get("processing_class")
             pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
             kwargs["data_collator"] = KindCollator(pad_token_id=pad)
         super().__init__(*args, **kwargs)
-        self.kinds = tuple(kinds)
-        self.weighting = weighting
-        self.log_vars = LogVariances(self.kinds, learnable=weighting == "learned").to(self.args.device)
+        self.kinds = tuple(cfg.kinds)
+        self.weighting = cfg.weighting
+        learned = cfg.weighting == "difficulty"
+        self.kind_weights = torch.tensor(cfg.kind_weights or [1.0] * len(self.kinds), device=self.args.device)
+        self.log_vars = LogVariances(self.kinds, learnable=learned).to(self.args.device)
         self.log_vars_optimizer = (
-            torch.optim.AdamW(self.log_vars.parameters(), lr=sigma_learning_rate, weight_decay=0.0)
-            if weighting == "learned" else None
+            torch.optim.AdamW(self.log_vars.parameters(), lr=cfg.sigma_learning_rate, weight_decay=0.0)
+            if learned else None
         )
         self.sigma_history: list[dict] = []
         # Per optimizer step: the weighted objective and the plain token cross-entropy. Kept as device
@@ -153,9 +179,9 @@ class StepERTrainer(SFTTrainer):
         window = self._window_counts if (mode == "train" and self._window_counts is not None) else kind_tok
         denom = window.clamp(min=1)
         s = self.log_vars.s
-        # Summed over the window's micro-batches (and ranks), sum_j exp(-s_j) L_j + s_j exactly;
+        # Summed over the window's micro-batches (and ranks), sum_j w_j exp(-s_j) L_j + s_j exactly;
         # kinds absent from the window have kind_sum = kind_tok = 0 and so contribute nothing.
-        loss = (torch.exp(-s) * kind_sum / denom + s * kind_tok / denom).sum()
+        loss = (self.kind_weights * torch.exp(-s) * kind_sum / denom + s * kind_tok / denom).sum()
         if mode == "train" and self.accelerator.num_processes > 1:
             loss = loss * self.accelerator.num_processes  # DDP / ZeRO average the gradients over ranks
         self._record_metrics(mode, outputs)
@@ -249,6 +275,6 @@ class StepERTrainer(SFTTrainer):
             path = Path(checkpoint) / LOGVAR_FILE
             if path.exists():
                 self.load_log_variances(path)
-            elif self.weighting == "learned":
+            elif self.weighting == "difficulty":
                 raise FileNotFoundError(f"{checkpoint} has no {LOGVAR_FILE}: cannot resume the learned weights")
         super()._load_optimizer_and_scheduler(checkpoint)
