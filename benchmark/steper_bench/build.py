@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steper_bench.console import logged
 from steper_bench.recipe import Recipe, RecipeError, expand_env
 from steper_bench.records import Question, Trajectory
 from steper_bench.runs import RunPaths, atomic_write_text
@@ -312,6 +313,7 @@ def _load(recipe: Recipe, strict: bool | None, summary: BuildSummary, clock: Pha
     return loaded
 
 
+@logged("build")
 def build(
     recipe: Recipe,
     *,

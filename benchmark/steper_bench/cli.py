@@ -28,6 +28,17 @@ COMMANDS = [
     ("run", "run", "run"),
 ]
 
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show other libraries' logging, warnings and "
+                                 "progress bars on the console (default: in runs/<run>/logs/<stage>.log)."),
+) -> None:
+    if not verbose:
+        from steper_bench.console import quiet_libraries
+
+        quiet_libraries()
+
+
 for _name, _module, _func in COMMANDS:
     _mod = importlib.import_module(f"steper_bench.commands.{_module}")
     app.command(_name)(getattr(_mod, _func))

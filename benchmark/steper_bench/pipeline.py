@@ -33,6 +33,8 @@ class StageReport:
 @dataclass
 class RunReport:
     stages: list[StageReport] = field(default_factory=list)
+    results: list = field(default_factory=list)  # (system label, EvalResult) per evaluation
+    where: dict[str, str] = field(default_factory=dict)  # what -> path (dataset, models, DB)
     db: str = ""
     seconds: float = 0.0
 
@@ -56,14 +58,19 @@ def run(recipe: Recipe, *, force: set[str] = frozenset(), db: str | Path | None 
     t0 = time.perf_counter()
     report = RunReport(db=str(Path(db) if db else Path(recipe.eval.db)))
     _build(recipe, "build" in force, progress, say, report)
-    _train(recipe, "train" in force, say, report)
-    judge_ok = _judge_reachable(recipe, say)
+    _train(recipe, "train" in force, progress, say, report)
     run_ids = _evaluate(recipe, "eval" in force, report.db, progress, say, report)
-    if judge_ok:
+    if _judge_reachable(recipe, say):
         _judge(recipe, "judge" in force, run_ids, report.db, say, report)
     report.seconds = time.perf_counter() - t0
-    say(f"all stages finished in {report.seconds:.1f}s; results in {report.db}")
-    say(f"open the leaderboard: steper-bench leaderboard --db {report.db}")
+    paths = RunPaths.for_recipe(recipe)
+    report.where = {
+        "dataset": str(paths.dataset),
+        **{f"model {m.name}": str(paths.train(m.name)) for m in recipe.train.methods},
+        "results": report.db,
+        "leaderboard": f"steper-bench leaderboard --db {report.db}",
+    }
+    say(f"all stages finished in {report.seconds:.1f}s")
     return report
 
 
@@ -84,7 +91,7 @@ def _build(recipe, force, progress, say, report) -> None:
     report.add(StageReport("build", recipe.name, status, summary.seconds, detail, dict(summary.timings)), say)
 
 
-def _train(recipe, force, say, report) -> None:
+def _train(recipe, force, progress, say, report) -> None:
     from steper_bench.training.pipeline import train
 
     for spec in recipe.train.methods:
@@ -92,7 +99,7 @@ def _train(recipe, force, say, report) -> None:
         folder = RunPaths.for_recipe(recipe).train(method)
         if force:
             shutil.rmtree(folder, ignore_errors=True)
-        r = train(recipe, method=method)
+        r = train(recipe, method=method, progress=progress)
         status = "skipped" if r.skipped_existing else "done"
         if r.skipped_existing:
             detail = "already trained for train hash " + recipe.train_hash(spec)
@@ -104,7 +111,7 @@ def _train(recipe, force, say, report) -> None:
 
 
 def _evaluate(recipe, force, db, progress, say, report) -> list[str]:
-    from steper_bench.evaluation.evaluate import default_models, eval_targets, evaluate
+    from steper_bench.evaluation.evaluate import default_models, entry_label, eval_targets, evaluate
 
     # The judge runs as its own stage below, so that an unreachable judge never blocks eval.
     no_judge = recipe.model_copy(deep=True)
@@ -118,16 +125,10 @@ def _evaluate(recipe, force, db, progress, say, report) -> list[str]:
             detail = (f"run {r.run_id} already in {db}" if r.skipped_existing else f"run {r.run_id}, n={r.n}")
             if acc is not None:
                 detail += f", acc {acc:.3f}"
-            report.add(StageReport("eval", _label(entry, dataset), status, r.seconds, detail, dict(r.timings)), say)
+            report.add(StageReport("eval", entry_label(entry, dataset), status, r.seconds, detail, dict(r.timings)), say)
+            report.results.append((entry_label(entry, dataset), r))
             run_ids.append(r.run_id)
     return run_ids
-
-
-def _label(entry, dataset) -> str:
-    """What an eval stage line names: the model, its ICL / framework settings, an OOD test set."""
-    extras = [f"{entry.few_shot}-shot" if entry.few_shot is not None else "", entry.framework or "",
-              f"on {dataset.dataset}" if dataset is not None else ""]
-    return " ".join([entry.model, *[x for x in extras if x]])
 
 
 def _judge_reachable(recipe: Recipe, say) -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from steper_bench.cards import render_card, split_front_matter
+from steper_bench.console import logged
 from steper_bench.provenance import package_versions
 from steper_bench.recipe import Recipe
 from steper_bench.runs import RunPaths
@@ -164,6 +165,7 @@ def _load_local(data_dir: Path) -> dict[str, Any]:
     return out
 
 
+@logged("publish")
 def publish(
     recipe: Recipe,
     *,

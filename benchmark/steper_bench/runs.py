@@ -6,7 +6,8 @@ runs/<name>-<build hash>/
   index/<corpus hash>/        the BM25 index of the corpus, built once
   dataset/                    Hub layout: <config>/<split>-*.parquet, README.md (the card)
   train/<method>-<its train hash>/ checkpoints, final model, weights.json, model card
-  build.log
+  build.log                   the build's own lines, appended per run
+  logs/<stage>.log            other libraries' logging, warnings and progress (CLI without -v)
 The request cache (teacher, judge, retrieval) is shared by all runs: runs/cache.sqlite.
 """
 
@@ -55,6 +56,11 @@ class RunPaths:
     @property
     def log(self) -> Path:
         return self.root / "build.log"
+
+    @property
+    def logs(self) -> Path:
+        """Other libraries' output per stage (<stage>.log), when the CLI keeps the console quiet."""
+        return self.root / "logs"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -31,7 +31,7 @@ def evaluate(
     """Run students through the multi-step loop on the eval split(s); score with lm-eval; store in DuckDB."""
     from steper_bench.evaluation import default_models
     from steper_bench.evaluation import evaluate as run_eval
-    from steper_bench.evaluation.evaluate import eval_targets
+    from steper_bench.evaluation.evaluate import entry_label, eval_targets
     from steper_bench.recipe import EvalModel
 
     r = load(recipe, set_)
@@ -46,7 +46,7 @@ def evaluate(
             console.print(f"  run {res.run_id} already finished in {res.db}: skipped (--force re-runs it)")
         if res.judge is not None and res.judge.failed:
             console.print(f"  [yellow]judge: {res.judge.failed} of {res.judge.judged} judgments failed[/]")
-        results.append((entry.model, res))
+        results.append((entry_label(entry, dataset), res))
     console.print(score_table(results))
 
 
@@ -61,20 +61,22 @@ def _cell(m: dict | None, pct: bool = True) -> str:
 
 
 def score_table(results) -> Table:
-    t = Table(title="steper-bench eval (± half a 95% bootstrap interval)", caption=", ".join(
-        f"{r.model}: run {r.run_id}" + (" (stored)" if r.skipped_existing else "") for _, r in results))
-    for col in ("model", "method", "n", "EM", "F1", "Acc", "steps", "SP rec", "s/q", "judge i/e/a"):
-        t.add_column(col, justify="left" if col in ("model", "method") else "right")
-    for spec, r in results:
+    """One row per evaluated system: EM / F1 / Acc (± half the 95% bootstrap interval), steps, and
+    the judge's scores when there are any. Fits an 80-column terminal."""
+    judged = any(f"judge_{a}" in r.metrics for _, r in results for a in ABILITIES)
+    from rich import box
+
+    t = Table(title="EM / F1 / Acc in %, ± half a 95% bootstrap interval", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    cols = ["system", "n", "EM", "F1", "Acc", "steps"] + (["judge i/e/a"] if judged else [])
+    for col in cols:
+        t.add_column(col, justify="left" if col == "system" else "right", overflow="fold")
+    for label, r in results:
         m = r.metrics
-        judge = "/".join(f"{m[f'judge_{a}']['mean']:.2f}" if f"judge_{a}" in m else "–"
-                         for a in ABILITIES)
-        t.add_row(
-            r.model, r.method, str(r.n),
-            _cell(m.get("em")), _cell(m.get("f1")), _cell(m.get("acc")),
-            f"{m['steps_used']['mean']:.2f}" if "steps_used" in m else "–",
-            _cell(m.get("sp_recall")),
-            f"{m['latency_s']['mean']:.2f}" if "latency_s" in m else "–",
-            judge,
-        )
+        system = label if r.method in label else f"{label} ({r.method})"
+        row = [system, str(r.n), _cell(m.get("em")), _cell(m.get("f1")), _cell(m.get("acc")),
+               f"{m['steps_used']['mean']:.1f}" if "steps_used" in m else "–"]
+        if judged:
+            row.append("/".join(f"{m[f'judge_{a}']['mean']:.1f}" if f"judge_{a}" in m else "–" for a in ABILITIES))
+        t.add_row(*row)
     return t

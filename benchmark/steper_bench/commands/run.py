@@ -30,3 +30,9 @@ def run(
                               say=lambda m: console.print(m, highlight=False, markup=False))
     if profile:
         console.print(profile_table(report))
+    from steper_bench.commands.evaluate import score_table
+
+    if report.results:
+        console.print(score_table(report.results))
+    for what, where in report.where.items():
+        console.print(f"{what}: {where}", highlight=False, markup=False)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steper_bench.console import logged
 from steper_bench.evaluation import store, trace
 from steper_bench.evaluation.models import describe, parse_model_spec
 from steper_bench.provenance import git_commit, package_versions
@@ -69,6 +70,14 @@ def eval_targets(recipe: Recipe) -> list[SourceConfig | None]:
     return [None, *recipe.eval.datasets]
 
 
+def entry_label(entry: EvalModel, dataset: SourceConfig | None = None) -> str:
+    """How a console line names an evaluated system: the model, its ICL / framework settings, an
+    out-of-domain test set."""
+    extras = [f"{entry.few_shot}-shot" if entry.few_shot is not None else "", entry.framework or "",
+              f"on {dataset.dataset}" if dataset is not None else ""]
+    return " ".join([entry.model, *[x for x in extras if x]])
+
+
 def target_recipe(recipe: Recipe, entry: EvalModel, dataset: SourceConfig | None = None) -> Recipe:
     """The recipe an evaluation runs under: another test set (out-of-domain: its own source and
     pooled corpus) and/or another framework (baseline rows); the training recipe otherwise."""
@@ -90,6 +99,7 @@ def shots(recipe: Recipe, entry: EvalModel) -> int:
     return recipe.framework.few_shot if entry.model == "teacher" else recipe.eval.few_shot
 
 
+@logged("eval")
 def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | None = None,
              db: str | Path | None = None, limit: int | None = None, force: bool = False, progress: bool = True,
              cache=None) -> EvalResult:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from steper_bench.cache import RequestCache
+from steper_bench.console import logged
 from steper_bench.evaluation import store
 from steper_bench.evaluation.abilities import ABILITIES as ABILITY_TABLE
 from steper_bench.evaluation.abilities import graded_steps
@@ -363,6 +364,7 @@ def _support_from_recipe(recipe: Recipe, splits: set[str]) -> dict[str, list]:
     return out
 
 
+@logged("judge")
 def judge_runs(
     recipe: Recipe, *, db: str | Path, run_ids: list[str] | None = None,
     settings: JudgeSettings | None = None, cache: RequestCache | None = None,
@@ -418,6 +420,7 @@ def judge_runs(
     return summary
 
 
+@logged("judge")
 def judge_pairwise(
     recipe: Recipe, *, db: str | Path, run_a: str, run_b: str,
     settings: JudgeSettings | None = None, cache: RequestCache | None = None,

@@ -23,6 +23,27 @@ from steper_bench.lm_eval.model import MultiStepLM  # noqa: F401  (registers "st
 
 TEMPLATE = Path(__file__).with_name("tasks") / "task_template.yaml.txt"
 
+
+def _git_hash_quietly() -> str | None:
+    """lm-eval records `git describe` of the current folder and lets git print "fatal: not a git
+    repository" to the console outside a checkout; ours asks git with its stderr closed."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _quiet_lm_eval() -> None:
+    import lm_eval.evaluator
+
+    lm_eval.evaluator.get_git_commit_hash = _git_hash_quietly
+
+
+_quiet_lm_eval()
+
 __all__ = ["MultiStepLM", "task_folder", "task_name"]
 
 

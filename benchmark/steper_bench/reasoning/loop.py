@@ -278,7 +278,7 @@ class _Progress:
                     return Text(loop_progress._info())
 
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=8), MofNCompleteColumn(),
                 TimeElapsedColumn(), Live(), transient=False,
             )
             self._progress.__enter__()
@@ -307,5 +307,6 @@ class _Progress:
         # HTTP calls as they go out (retries included); local backends: requests not served by the cache
         called = stats.get("calls", stats.get("requests", 0) - stats.get("cache_hits", 0))
         rate = called / max(time.perf_counter() - self.t0, 1e-9)
-        return (f"step {self.index} | {rate:.1f} req/s | cache hits {stats.get('cache_hits', 0)} | "
-                f"errors {stats.get('errors', 0)} | failed {self.failed}")
+        counts = {"cached": stats.get("cache_hits", 0), "errors": stats.get("errors", 0), "failed": self.failed}
+        extra = "".join(f" · {k} {v}" for k, v in counts.items() if v)  # zeros left out: the line fits 80 columns
+        return f"step {self.index} · {rate:.0f} req/s{extra}"

@@ -18,11 +18,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steper_bench.console import logged
+from steper_bench.methods import Method
 from steper_bench.provenance import package_versions
 from steper_bench.recipe import Recipe, RecipeError
 from steper_bench.runs import RunPaths, atomic_write_text
-from steper_bench.methods import Method
-from steper_bench.training.data import all_texts, is_local, load_step_data, tokenize_rows
+from steper_bench.training.data import (
+    all_texts,
+    is_local,
+    load_step_data,
+    tokenize_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +50,9 @@ class TrainResult:
     summary: dict = field(default_factory=dict, repr=False)
 
 
+@logged("train")
 def train(recipe: Recipe, *, method: str, data: str | os.PathLike | None = None,
-          output: str | os.PathLike | None = None, resume: bool = True) -> TrainResult:
+          output: str | os.PathLike | None = None, resume: bool = True, progress: bool = True) -> TrainResult:
     """Train one student with `method` (a name in train.methods or a preset: steper_bench/methods.py)
     and write it out."""
     t0 = time.perf_counter()
@@ -69,6 +76,7 @@ def train(recipe: Recipe, *, method: str, data: str | os.PathLike | None = None,
     student, student_rev = _student(recipe, source, revision, paths)
     started = time.time()
     trainer, dropped = _build_trainer(recipe, spec, step_data, student, student_rev, out)
+    _show_progress(trainer, spec, progress)
     ckpt = _last_checkpoint(out / CHECKPOINTS) if resume else None
     if ckpt:
         log.info("resuming %s from %s", method, ckpt)
@@ -133,6 +141,18 @@ def use_bf16(setting) -> bool:
     if setting and not torch.cuda.is_available():
         raise RecipeError("train.bf16: true needs a GPU with bf16; this machine has none (use auto or false)")
     return bool(setting)
+
+
+def _show_progress(trainer, method: Method, enabled: bool) -> None:
+    """Our progress line instead of transformers' printed log dicts (kept with -v)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from steper_bench.console import is_quiet
+    from steper_bench.training.progress import TrainProgress
+
+    if is_quiet():
+        trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(TrainProgress(method.name, enabled, show_sigmas=method.weighting == "difficulty"))
 
 
 # TrainConfig fields that are SFTConfig fields of the same meaning, passed as they are.
