@@ -36,6 +36,7 @@ class Filters:
     methods: tuple[str, ...] = ()
     families: tuple[str, ...] = ()
     sizes: tuple[str, ...] = ()
+    include_failed: bool = False  # runs whose every question failed: hidden unless asked for
 
     def params(self) -> dict:
         known = [float(s[:-1]) for s in self.sizes if s != NO_SIZE]
@@ -46,12 +47,13 @@ class Filters:
             "sizes": known,
             "any_size": not self.sizes,
             "no_size": NO_SIZE in self.sizes,
+            "include_failed": self.include_failed,
         }
 
 
 # Finished runs passing the filters; the filter lists arrive as bound list parameters.
 _RUN_FILTER = """
-    r.status = 'finished'
+    (r.status = 'finished' OR ($include_failed AND r.status = 'failed'))
     AND (len($datasets) = 0 OR list_contains($datasets, r.dataset))
     AND (len($methods) = 0 OR list_contains($methods, r.method))
     AND (len($families) = 0 OR list_contains($families, coalesce(nullif(r.model_family, ''), 'unknown')))

@@ -26,7 +26,8 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,23 +156,14 @@ def _check_hub(recipe: Recipe, notes: list[str]) -> None:
 
 
 def _check_endpoint(recipe: Recipe) -> None:
-    import httpx
-
-    from steper_bench.generation.openai_compat import public_url
+    from steper_bench.generation import GeneratorError
+    from steper_bench.generation.openai_compat import check_endpoint
 
     t = recipe.teacher
-    base = (expand_env(t.base_url, what="teacher.base_url") or "").rstrip("/")
-    key = expand_env(t.api_key, what="teacher.api_key") if t.api_key else None
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        r = httpx.get(f"{base}/models", headers=headers, timeout=5.0)
-    except httpx.HTTPError as e:
-        raise BuildError(
-            f"cannot reach the teacher endpoint {public_url(base)} (teacher.base_url) ({type(e).__name__}): "
-            "start the server (e.g. vLLM) or fix the URL, or use recipes/quickstart.yaml"
-        ) from None
-    if r.status_code in (401, 403):
-        raise BuildError(f"the teacher endpoint rejected the API key (HTTP {r.status_code}): check teacher.api_key")
+        check_endpoint(t.base_url, t.api_key, field="teacher.base_url", model=t.model)
+    except GeneratorError as e:
+        raise BuildError(f"{e}; or use recipes/quickstart.yaml for an offline run") from None
 
 
 # -- trajectories on disk -------------------------------------------------------------------------
@@ -291,6 +283,55 @@ def drop_reason(t: Trajectory, spec: str) -> str | None:
 # -- the stage ------------------------------------------------------------------------------------
 
 
+@contextmanager
+def run_lock(path: Path, say) -> Iterator[None]:
+    """One build at a time per run folder (and shard): an fcntl lock on `path`, released by the OS
+    if its holder dies; a second build says so and waits, then resumes and finds the work done."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            say(f"another build of this recipe is running ({holder}) in {path.parent}: waiting for it to finish "
+                "(Ctrl-C to stop; finished work is kept)")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _reasons(skipped) -> str:
+    """Skip reasons with counts, most common first ("invalid JSON 3, missing field 'answer' 1")."""
+    counts = Counter(s.reason.split(" (")[0] for s in skipped)
+    return ", ".join(f"{r} {n}" for r, n in counts.most_common())
+
+
+def _report_skipped(recipe: Recipe, loaded: dict, say) -> None:
+    """Malformed records, counted with reasons, on the console and in build.log; a split the
+    build needs with no usable record at all is an error (not a 0-row dataset)."""
+    for split, result in loaded.items():
+        if result.skipped:
+            first = result.skipped[0]
+            say(f"{split}: skipped {len(result.skipped)} malformed record(s) in {result.path_or_id}: "
+                f"{_reasons(result.skipped)} (first: line {first.line}{', id ' + first.id if first.id else ''}: "
+                f"{first.reason})")
+        if split in recipe.dataset.splits and not result.questions:
+            raise BuildError(
+                f"0 usable records in {result.path_or_id} ({len(result.skipped)} skipped"
+                + (f": {_reasons(result.skipped)}" if result.skipped else ": the file is empty")
+                + f"); check source.{split}_file and source.dataset ({recipe.source.dataset}'s format)"
+            )
+
+
 def _select(questions: list[Question], limit: int | None, shard: tuple[int, int] | None, exclude: set[str]):
     qs = [q for q in questions if q.id not in exclude]
     qs = qs[:limit] if limit is not None else qs  # a prefix: a larger limit later reuses the work
@@ -340,34 +381,37 @@ def build(
     clock = PhaseClock()
     lines: list[str] = []
 
-    def say(msg: str) -> None:
+    def say(msg: str) -> None:  # the console and build.log (appended as it goes: a failed build's too)
         lines.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}")
         log(msg)
+        _append_log(paths.log, lines[-1:])
 
     if dry_run:
         return _dry_run(recipe, paths, summary, limit, shard, say)
-    for note in preflight(recipe):
-        say(note)
-    loaded = _load(recipe, strict, summary, clock)
-    from steper_bench.reasoning.prompts import demo_question_ids
+    lock = ".build.lock" if shard is None else f".build-shard-{shard[0]}-of-{shard[1]}.lock"
+    with run_lock(paths.root / lock, say):  # a second build of this recipe waits, then finds the work done
+        for note in preflight(recipe):
+            say(note)
+        loaded = _load(recipe, strict, summary, clock)
+        _report_skipped(recipe, loaded, say)
+        from steper_bench.reasoning.prompts import demo_question_ids
 
-    exclude = demo_question_ids(recipe.source.dataset) if recipe.framework.few_shot else set()
-    scope = {s: _select(loaded[s].questions, limit, shard, exclude) for s in recipe.dataset.splits}
-    if merge:
+        exclude = demo_question_ids(recipe.source.dataset) if recipe.framework.few_shot else set()
+        scope = {s: _select(loaded[s].questions, limit, shard, exclude) for s in recipe.dataset.splits}
+        if merge:
+            for split in recipe.dataset.splits:
+                say(f"merged {merge_shards(paths, split)} {split} trajectories from shards")
+        done = _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say)
         for split in recipe.dataset.splits:
-            say(f"merged {merge_shards(paths, split)} {split} trajectories from shards")
-    done = _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say)
-    for split in recipe.dataset.splits:
-        summary.splits[split].skipped_records = len(loaded[split].skipped)
-    if shard is None:
-        _write_outputs(recipe, paths, loaded, scope, done, summary, clock, output, say)
-    summary.timings = dict(clock.t)
-    summary.seconds = time.perf_counter() - t0
-    say(summary.format())
-    _append_log(paths.log, lines)
-    if shard is None:
-        out_dir = Path(output) if output else paths.dataset
-        atomic_write_text(out_dir / "build.log", "\n".join(lines) + "\n")
+            summary.splits[split].skipped_records = len(loaded[split].skipped)
+        if shard is None:
+            _write_outputs(recipe, paths, loaded, scope, done, summary, clock, output, say)
+        summary.timings = dict(clock.t)
+        summary.seconds = time.perf_counter() - t0
+        say(summary.format())
+        if shard is None:
+            out_dir = Path(output) if output else paths.dataset
+            atomic_write_text(out_dir / "build.log", "\n".join(lines) + "\n")
     if push:
         from steper_bench.publish import publish
 

@@ -35,6 +35,36 @@ CREATE TABLE IF NOT EXISTS failures (
 """
 
 
+class CacheError(RuntimeError):
+    """The cache file is damaged: the message names it and what deleting it costs."""
+
+
+def _damaged(path: Path, e: Exception) -> CacheError:
+    return CacheError(
+        f"the request cache {path} is damaged ({e}): delete it (and its -wal / -shm files) and re-run. Finished "
+        "trajectories, datasets, models and results are kept; the cached teacher, judge and retrieval answers "
+        "in it are requested again (paid endpoints are paid again)"
+    )
+
+
+def _guarded(fn):
+    """sqlite3.DatabaseError (not a database, malformed image) -> CacheError naming the file."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            damaged = not isinstance(e, sqlite3.OperationalError) or any(
+                w in str(e) for w in ("malformed", "not a database", "corrupt"))
+            if not damaged:  # locked, busy, disk I/O: not the file's content
+                raise
+            raise _damaged(self.path, e) from None
+
+    return wrapper
+
+
 def _check_no_secrets(d: dict, what: str) -> None:
     bad = sorted(k for k in d if str(k).lower() in SECRET_FIELDS)
     if bad:
@@ -59,6 +89,7 @@ class RequestCache:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     # -- connection -----------------------------------------------------------------------
+    @_guarded
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
@@ -93,6 +124,7 @@ class RequestCache:
             self._stats[name] += 1
 
     # -- API ------------------------------------------------------------------------------
+    @_guarded
     def get(self, key: str) -> dict | None:
         row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
         self._count("hits" if row else "misses")
@@ -101,6 +133,7 @@ class RequestCache:
     def put(self, key: str, value: dict) -> None:
         self.put_many([(key, value)])
 
+    @_guarded
     def put_many(self, items: list[tuple[str, dict]]) -> None:
         """Several results in one transaction (one fsync instead of many)."""
         rows = []
@@ -111,6 +144,7 @@ class RequestCache:
             self._retry(lambda: self._write(
                 "INSERT OR REPLACE INTO responses (key, value, created) VALUES (?, ?, ?)", rows))
 
+    @_guarded
     def record_failure(self, key: str, error: str) -> None:
         self._count("failures")
         self._retry(lambda: self._write(
@@ -118,6 +152,7 @@ class RequestCache:
             "ON CONFLICT(key) DO UPDATE SET error = excluded.error, count = count + 1, updated = excluded.updated",
             [(key, error[:2000], time.time())]))
 
+    @_guarded
     def failure(self, key: str) -> str | None:
         """The last recorded error for a key (for reports and tests); `get` never returns it."""
         row = self._conn().execute("SELECT error FROM failures WHERE key = ?", (key,)).fetchone()
@@ -138,6 +173,7 @@ class RequestCache:
         with self._lock:
             return dict(self._stats)
 
+    @_guarded
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 

@@ -176,6 +176,7 @@ def publish(
 ) -> str:
     """Push every config, the merged card and the recipe; tag the revision. Returns the URL."""
     import datasets
+    import httpx
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -187,7 +188,8 @@ def publish(
     if not (data_dir / "README.md").exists():
         raise PublishError(f"{data_dir} has no built dataset (README.md missing): run `steper-bench build` first")
     if get_token() is None:
-        raise PublishError("no Hugging Face token: export HF_TOKEN=... or run `hf auth login`")
+        raise PublishError(f"no Hugging Face token: export HF_TOKEN=... or run `{login_hint()}`")
+    check_hub_for_push()
     private = recipe.dataset.private if private is None else private
     local = _load_local(data_dir)
     api = HfApi()
@@ -202,8 +204,41 @@ def publish(
         _tag(api, repo_id, tag, head)
     except HfHubHTTPError as e:
         raise PublishError(f"pushing to {repo_id} failed: {_first_line(e)} (re-run publish: it resumes)") from None
+    except (OSError, httpx.TransportError) as e:  # the Hub went away mid-push (requests' errors are OSErrors)
+        from huggingface_hub import constants
+
+        raise PublishError(f"lost the Hub at {constants.ENDPOINT} while pushing to {repo_id} ({type(e).__name__}): "
+                           "re-run publish when it is back (it resumes)") from None
     log(f"published {repo_id} (tag {tag}): {url}")
     return url
+
+
+def login_hint() -> str:
+    """The login command of the Hub CLI that is installed (`hf` since huggingface_hub 0.34)."""
+    import shutil
+
+    return "hf auth login" if shutil.which("hf") or not shutil.which("huggingface-cli") else "huggingface-cli login"
+
+
+def check_hub_for_push() -> None:
+    """Before pushing anything: the Hub is reachable and takes the token (one line if not)."""
+    import httpx
+    from huggingface_hub import constants, get_token
+
+    from steper_bench.sources import hub_offline
+
+    endpoint = constants.ENDPOINT
+    if hub_offline():
+        raise PublishError(f"HF_HUB_OFFLINE is set: publishing needs the Hub at {endpoint}; unset HF_HUB_OFFLINE "
+                           "(the built dataset stays where it is)")
+    try:
+        r = httpx.get(f"{endpoint}/api/whoami-v2", headers={"Authorization": f"Bearer {get_token()}"}, timeout=10.0)
+    except httpx.HTTPError as e:
+        raise PublishError(f"cannot reach the Hub at {endpoint} ({type(e).__name__}): check the network or "
+                           "HF_ENDPOINT, then re-run publish (it resumes)") from None
+    if r.status_code == 401:
+        raise PublishError(f"the Hub at {endpoint} rejected the token (HTTP 401): export a valid HF_TOKEN or run "
+                           f"`{login_hint()}`")
 
 
 def _first_line(e: Exception) -> str:

@@ -249,6 +249,8 @@ class EvalConfig(Section):
     datasets: list[SourceConfig] = []
     batch_size: int = Unhashed(16, ge=1)
     concurrency: int = Unhashed(16, ge=1)
+    timeout_s: float = Unhashed(120.0, gt=0)  # student endpoints (openai:MODEL@URL)
+    max_retries: int = Unhashed(6, ge=0)
     max_new_tokens: int | None = None  # default: framework.max_new_tokens
     db: str = Unhashed("results.duckdb")
     judge: JudgeConfig = JudgeConfig()

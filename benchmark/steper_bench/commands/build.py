@@ -29,4 +29,4 @@ def build(
                             strict=strict, progress=not quiet, log=lambda m: console.print(m, highlight=False, markup=False))
     if summary.shard:
         i, n = summary.shard
-        console.print(f"shard {i}/{n} done; after all {n} shards run: steper-bench build {recipe} --merge")
+        console.print(f"shard {i}/{n} done; after all {n} shards run: steper-bench build {recipe} --merge", markup=False)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import errno
 from contextlib import contextmanager
-
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from steper_bench.recipe import Recipe, RecipeError, load_recipe
 
@@ -31,7 +31,7 @@ def load(recipe: Path, sets: list[str] | None) -> Recipe:
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -42,12 +42,14 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPER
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message tells a user what to fix: print it, no traceback."""
     from steper_bench.build import BuildError
+    from steper_bench.cache import CacheError
     from steper_bench.evaluation.store import StoreError
     from steper_bench.generation import GeneratorError
     from steper_bench.publish import PublishError
     from steper_bench.sources.base import SourceError
 
-    return (RecipeError, BuildError, StoreError, GeneratorError, PublishError, SourceError, FileNotFoundError)
+    return (RecipeError, BuildError, CacheError, StoreError, GeneratorError, PublishError, SourceError,
+            FileNotFoundError)
 
 
 @contextmanager

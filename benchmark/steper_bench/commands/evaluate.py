@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
@@ -39,11 +40,11 @@ def evaluate(
     results = []
     for dataset, entry in ((d, e) for d in eval_targets(r) for e in entries):
         name = (dataset or r.source).dataset
-        console.print(f"[bold]eval[/] {entry.model} on {name} ({r.eval.split})", highlight=False)
+        console.print(f"[bold]eval[/] {escape(entry.model)} on {name} ({r.eval.split})", highlight=False)
         with user_facing():
             res = run_eval(r, model=entry, dataset=dataset, db=db, force=force)
         if res.skipped_existing:
-            console.print(f"  run {res.run_id} already finished in {res.db}: skipped (--force re-runs it)")
+            console.print(f"  run {res.run_id} already finished in {res.db}: skipped (--force re-runs it)", markup=False)
         if res.judge is not None and res.judge.failed:
             console.print(f"  [yellow]judge: {res.judge.failed} of {res.judge.judged} judgments failed[/]")
         results.append((entry_label(entry, dataset), res))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
@@ -44,4 +45,4 @@ def judge(
         t.add_row(rid, *(f"{means[a]:.2f}" if a in means else "–" for a in ABILITIES))
     console.print(t)
     for e in s.errors:
-        console.print(f"[yellow]failed:[/] {e}", highlight=False)
+        console.print(f"[yellow]failed:[/] {escape(e)}", highlight=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from steper_bench.commands.common import console, fail
 
@@ -34,12 +35,12 @@ def leaderboard(
 
     db = resolve_db(db)
     if not db.exists():
-        console.print(f"[yellow]note[/]: {db} does not exist yet; the page will say so until `steper-bench eval` writes it")
+        console.print(f"[yellow]note[/]: {escape(str(db))} does not exist yet; the page will say so until `steper-bench eval` writes it")
     env = {**os.environ, "STEPER_DB": str(db)}
     # The packaged app is a plain file in an installed wheel; as_file also covers zipped installs.
     with as_file(files("steper_bench.leaderboard_app") / "app.py") as app_file:
         cmd = launch_command(app_file, db, port, headless, address)
-        console.print(f"running: {shell_line(cmd)}", highlight=False)
+        console.print(f"running: {shell_line(cmd)}", highlight=False, markup=False)
         # Replace this process: Ctrl-C and SIGTERM reach streamlit directly, no orphan is left.
         try:
             os.execve(cmd[0], cmd, env)

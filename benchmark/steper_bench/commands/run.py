@@ -18,7 +18,8 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Build -> train -> eval (-> judge) into the results database; finished stages are skipped."""
-    from steper_bench.pipeline import parse_force, profile_table, run as run_pipeline
+    from steper_bench.pipeline import parse_force, profile_table
+    from steper_bench.pipeline import run as run_pipeline
 
     r = load(recipe, set_)
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from steper_bench.commands.common import RecipeArg, SetOpt, console, load, user_facing
 from steper_bench.methods import PRESETS
@@ -39,14 +40,14 @@ def train(
     methods = [method] if method else [m.name for m in r.train.methods]
     for m in methods:
         out = None if output is None else (output if len(methods) == 1 else output / m)
-        console.print(f"[bold]train[/] {m} on {data or r.train.data or 'the built dataset'}")
+        console.print(f"[bold]train[/] {escape(m)} on {escape(str(data or r.train.data or 'the built dataset'))}")
         with user_facing():
             res = train_one(r, method=m, data=data, output=out, resume=resume)
         if res.skipped_existing:
-            console.print(f"  {m}: already trained in {res.output_dir} (skipped in {res.seconds:.1f} s)")
+            console.print(f"  {m}: already trained in {res.output_dir} (skipped in {res.seconds:.1f} s)", markup=False)
             continue
         learned = r.method(m).weighting == "difficulty"
         sig = ", ".join(f"{k}={v:.3f}" for k, v in res.sigmas.items()) if learned else r.method(m).weighting
         counts = ", ".join(f"{k}={n}" for k, n in res.n_examples.items())
-        console.print(f"  {m}: {res.steps} steps in {res.seconds:.1f} s; examples {counts}; sigma {sig}")
-        console.print(f"  -> {res.output_dir}")
+        console.print(f"  {m}: {res.steps} steps in {res.seconds:.1f} s; examples {counts}; sigma {sig}", markup=False)
+        console.print(f"  -> {res.output_dir}", markup=False)

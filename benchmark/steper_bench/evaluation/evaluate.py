@@ -109,19 +109,23 @@ def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | 
     db = Path(db) if db is not None else default_db(recipe)
     limit = limit or recipe.eval.limit
     cfg, method = parse_model_spec(entry.model, recipe)  # trained:METHOD: this recipe's students
+    if cfg.backend == "openai":  # fail in seconds, before loading anything, on a dead endpoint
+        from steper_bench.generation.openai_compat import check_endpoint
+
+        check_endpoint(cfg.base_url, cfg.api_key, model=cfg.model,
+                       field="teacher.base_url" if entry.model == "teacher" else f"--model {entry.model}")
     info = describe(cfg)
     few_shot = shots(recipe, entry)
     recipe = target_recipe(recipe, entry, dataset)
     run_id = make_run_id(recipe, info.identity, limit, few_shot)
-    if not force:
-        con = store.connect(db)
-        try:
-            done = store.finished_run(con, run_id)
-        finally:
-            con.close()
-        if done is not None:
-            return EvalResult(run_id, info.model, method, done["metrics"], done["n"],
-                              time.perf_counter() - t0, skipped_existing=True, db=str(db))
+    con = store.connect(db)  # also before a --force run: a damaged file fails here, before any work
+    try:
+        done = None if force else store.finished_run(con, run_id)
+    finally:
+        con.close()
+    if done is not None:
+        return EvalResult(run_id, info.model, method, done["metrics"], done["n"],
+                          time.perf_counter() - t0, skipped_existing=True, db=str(db))
     started = store.utcnow()
     if cache is None:
         from steper_bench.cache import RequestCache
@@ -139,12 +143,23 @@ def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | 
     run = _run_row(recipe, run_id, cfg, info, method, runner, started)
     samples, steps, paragraphs = _rows(run_id, runner, lm_samples, trajectories)
     run["n"] = len(samples)
+    failed = bool(samples) and all(s["stop_reason"] == "failed" for s in samples)
+    if failed:  # stored (its errors are worth reading) but never shown as a result
+        run["status"] = "failed"
     con = store.connect(db)
     try:
         metrics = store.write_run(con, run, samples, steps, paragraphs, _sigma_rows(run_id, cfg, method))
     finally:
         con.close()
     timings = _timings(runner, lm_seconds, writing_s=time.perf_counter() - t)
+    if failed:
+        from steper_bench.generation import GeneratorError
+
+        first = next((s["error"] for s in steps if s.get("error")), "no error recorded")
+        raise GeneratorError(
+            f"all {len(samples)} questions failed for {info.model} ({first}): stored as failed run {run_id} "
+            "(hidden from the leaderboard and report); fix the model or endpoint and re-run"
+        )
     judged = None
     if recipe.eval.judge.enabled:
         from steper_bench.evaluation.judge import judge_runs

@@ -33,7 +33,8 @@ def parse_model_spec(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
     spec = spec.strip()
     if not spec:
         raise RecipeError("--model: empty model spec")
-    common = {"batch_size": recipe.eval.batch_size, "concurrency": recipe.eval.concurrency}
+    common = {"batch_size": recipe.eval.batch_size, "concurrency": recipe.eval.concurrency,
+              "timeout_s": recipe.eval.timeout_s, "max_retries": recipe.eval.max_retries}
     if spec == "supporting-facts":
         return GeneratorConfig(backend="supporting-facts", model="supporting-facts"), "silver"
     if spec == "teacher":

@@ -52,7 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from steper_bench.evaluation.abilities import NAMES as ABILITIES
+from steper_bench.evaluation.abilities import NAMES as ABILITIES  # noqa: F401  (re-exported: one table)
+
 
 SCHEMA_VERSION = 2
 # Columns each version added to `runs` (name, type): applied in order by `_upgrade`.
@@ -116,9 +117,38 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 300.0):
+def _damaged(path: Path, e: Exception) -> StoreError:
+    return StoreError(
+        f"the results file {path} is damaged ({str(e).splitlines()[0][:160]}): nothing was written to it. Move it "
+        "aside (or restore a copy) and re-run the evals into a new file: the request cache makes that cheap"
+    )
+
+
+def _is_corruption(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("corrupt", "checksum", "not a valid duckdb", "invalid database"))
+
+
+# Files read whole once in this process (path, size, mtime): a damaged block anywhere is found
+# before anything reads or writes it, without rescanning on every connection.
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def verify(con, path: Path) -> None:
+    """Read every stored value once (a hash over each table's rows), so that a damaged block is
+    a clear StoreError here rather than a checksum traceback, or worse a write, later."""
+    stat = path.stat()
+    stamp = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if stamp in _VERIFIED:
+        return
+    for table in TABLES:
+        con.execute(f"SELECT count(*), sum(hash(t)) FROM {table} t").fetchone()
+    _VERIFIED.add(stamp)
+
+
+def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 300.0, check: bool = True):
     """Open (creating when writable) the results file, waiting while another process writes it,
-    and check its schema version."""
+    and check its schema version and (`check`, once per file state) that it is not damaged."""
     import duckdb
 
     path = Path(path)
@@ -136,8 +166,18 @@ def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 300.0)
                 raise StoreError(f"{path}: cannot open the results file ({e})") from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+        except duckdb.Error as e:
+            raise (_damaged(path, e) if _is_corruption(e) else StoreError(f"{path}: cannot open the results file ({e})")) \
+                from None
     try:
         _check_or_create(con, path, read_only)
+        if check:
+            verify(con, path)
+    except duckdb.Error as e:
+        con.close()
+        if _is_corruption(e):
+            raise _damaged(path, e) from None
+        raise
     except BaseException:
         con.close()
         raise

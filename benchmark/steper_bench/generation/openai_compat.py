@@ -41,6 +41,27 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
+def check_endpoint(base_url: str | None, api_key: str | None, *, field: str, model: str = "") -> None:
+    """Fail in seconds, before any work, when an OpenAI-compatible endpoint does not answer
+    (GET /models) or rejects the key; the message names the field and the public URL."""
+    import httpx
+
+    from steper_bench.generation import GeneratorError
+
+    base = (expand_env(base_url, what=field) or OPENAI_URL).rstrip("/")
+    key = expand_env(api_key, what=field.rsplit(".", 1)[0] + ".api_key") if api_key else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        r = httpx.get(f"{base}/models", headers=headers, timeout=5.0)
+    except httpx.HTTPError as e:
+        raise GeneratorError(
+            f"cannot reach the endpoint {public_url(base)} ({field}{', model ' + repr(model) if model else ''}; "
+            f"{type(e).__name__}): start the server (e.g. vLLM) or fix the URL"
+        ) from None
+    if r.status_code in (401, 403):
+        raise GeneratorError(f"the endpoint {public_url(base)} ({field}) rejected the API key (HTTP {r.status_code})")
+
+
 @dataclass
 class _Outcome:
     text: str = ""

@@ -27,7 +27,7 @@ class TrainProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not (self.enabled and state.is_world_process_zero):
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(TextColumn("[bold]{task.fields[method]}"), BarColumn(bar_width=12),
                                   MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
