@@ -101,9 +101,9 @@ def sidebar(options: dict) -> tuple[q.Filters, bool, bool]:
         methods=tuple(sb.multiselect("Method", options["methods"], placeholder="all methods")),
         families=tuple(sb.multiselect("Model family", options["families"], placeholder="all families")),
         sizes=tuple(sb.multiselect("Size", options["sizes"], placeholder="all sizes")),
-        include_failed=sb.toggle("Include failed runs (every question failed)", value=False),
+        include_failed=sb.toggle("Include failed runs (every question failed)", value=False, key="include_failed"),
     )
-    with_ci = sb.toggle("Show 95% bootstrap intervals", value=False)
+    with_ci = sb.toggle("Show 95% bootstrap intervals", value=False, key="with_ci")
     per_run = sb.radio("Rows", ["one per system (paper layout)", "one per run"], index=0) == "one per run"
     return filters, with_ci, per_run
 

@@ -243,7 +243,7 @@ def test_filters_change_table(demo_db, monkeypatch):
 def test_per_run_rows_and_intervals(demo_db, monkeypatch):
     at = run_app(demo_db, monkeypatch)
     at.sidebar.radio[0].set_value("one per run").run()
-    at.sidebar.toggle[0].set_value(True).run()
+    at.toggle(key="with_ci").set_value(True).run()
     table = main_table(at)
     assert len(table) == len(SYSTEMS) * len(DATASETS) + 1
     con = duckdb.connect(str(demo_db), read_only=True, config=store.DUCKDB_CONFIG)

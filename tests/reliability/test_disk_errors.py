@@ -90,7 +90,8 @@ def test_full_disk_is_a_clear_error_leaves_no_partial_file_and_recovers(built, t
     p = _in_namespace(script, tmp_path)
     assert p.returncode != 0, p.stderr[-3000:]
     after = _snapshot(tmp_path / "after" / run_dir.name)
-    assert not [k for k in after if k.endswith(".tmp") or "/." in f"/{k}"], sorted(after)  # no partial file
+    # No partial file: nothing temporary or hidden that the first build did not leave (its .build.lock).
+    assert not [k for k in after if (k.endswith(".tmp") or "/." in f"/{k}") and k not in before], sorted(after)
     assert {k: v for k, v in after.items() if k != "build.log"} == {k: v for k, v in before.items() if k != "build.log"}
     figure("full disk (filled tmpfs)", faults=1, completed=1)
     # Space back (the folder as the fault left it, on a roomy disk): the re-run rewrites the same dataset.
