@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
+from steper_bench.evaluation import paper
 from steper_bench.evaluation.report import leaderboard_markdown
 from steper_bench.evaluation.store import ABILITIES, StoreError, connect
 from steper_bench.leaderboard_app import queries as q
@@ -43,6 +44,16 @@ def cached_markdown(db: str, stamp: tuple[int, int], filters: q.Filters) -> str:
     con = connect(db, read_only=True, wait_s=OPEN_WAIT_S)
     try:
         return leaderboard_markdown(con, filters)
+    finally:
+        con.close()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_paper(db: str, stamp: tuple[int, int]) -> dict:
+    """The paper's tables (`steper-bench report --paper`): every run in the file, unfiltered."""
+    con = connect(db, read_only=True, wait_s=OPEN_WAIT_S)
+    try:
+        return paper.paper_tables(con)
     finally:
         con.close()
 
@@ -84,13 +95,15 @@ def main() -> None:
         st.stop()
     datasets = sorted(runs["dataset"].unique())
     systems = q.system_table(runs, datasets)
-    board, charts, explorer = st.tabs(["Leaderboard", "Charts", "Sample explorer"])
+    board, charts, explorer, paper_view = st.tabs(["Leaderboard", "Charts", "Sample explorer", "Paper"])
     with board:
         leaderboard_tab(db, stamp, runs, datasets, with_ci, per_run, filters)
     with charts:
         charts_tab(db, stamp, runs, systems, filters)
     with explorer:
         explorer_tab(db, stamp, runs)
+    with paper_view:
+        paper_tab(db, stamp)
 
 
 def sidebar(options: dict) -> tuple[q.Filters, bool, bool]:
@@ -204,6 +217,47 @@ def charts_tab(db: str, stamp, runs: pd.DataFrame, systems: pd.DataFrame, filter
                         tooltip=["kind", "step", "sigma"]),
                 width="stretch",
             )
+
+
+# -- the paper's tables ---------------------------------------------------------------------------
+
+# table -> (figure kind, x field) for the tables that have one; y is always Acc (%)
+PAPER_FIGURES = {"main": ("bar", "method"), "baselines": ("bar", "framework"), "step_ablation": ("bar", "method"),
+                 "weighting": ("bar", "method"), "size_scaling": ("line", "size_b"), "ood": ("bar", "trained_on"),
+                 "data_scaling": ("line", "train_questions"), "latency": ("point", "latency_s")}
+
+
+def paper_tab(db: str, stamp) -> None:
+    st.caption("The paper's tables for every run in the file (sidebar filters do not apply). Rows marked "
+               "missing are cells of the paper's layout with no finished run yet. Same as "
+               "`steper-bench report --paper`.")
+    tables = cached_paper(db, stamp)
+    for key in paper.KEYS:
+        rows = tables[key]
+        st.subheader(paper.TITLES[key])
+        if not rows:
+            st.caption("Nothing of this kind in the results file yet.")
+            continue
+        frame = pd.DataFrame(rows).drop(columns=["run_id"], errors="ignore")
+        st.dataframe(frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v),
+                     hide_index=True, width="stretch", key=f"paper_{key}")
+        st.download_button(f"Download {key}.csv", paper.csv_text(rows), file_name=f"{key}.csv", mime="text/csv",
+                           key=f"paper_csv_{key}")
+        _paper_figure(key, frame[~frame["missing"]])
+
+
+def _paper_figure(key: str, frame: pd.DataFrame) -> None:
+    kind, x = PAPER_FIGURES[key]
+    frame = frame.dropna(subset=[c for c in (x, "acc") if c in frame.columns])
+    if frame.empty or x not in frame.columns:
+        return
+    base = alt.Chart(frame)
+    mark = {"bar": base.mark_bar(), "line": base.mark_line(point=True), "point": base.mark_point(filled=True)}[kind]
+    enc = {"x": alt.X(f"{x}:{'N' if kind == 'bar' else 'Q'}", title=x), "y": alt.Y("acc:Q", title="Acc (%)"),
+           "color": "method:N", "tooltip": [c for c in ("method", "model", "dataset", x, "acc") if c in frame]}
+    if kind == "bar" and "dataset" in frame:
+        enc["column"] = alt.Column("dataset:N")
+    st.altair_chart(mark.encode(**enc), width="content" if "column" in enc else "stretch")
 
 
 # -- sample explorer -----------------------------------------------------------------------------

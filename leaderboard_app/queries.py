@@ -105,6 +105,7 @@ def run_metrics(con, filters: Filters) -> pd.DataFrame:
         f"""SELECT r.run_id, r.model, r.model_revision, r.model_family, r.model_size_b, r.method,
                    r.teacher, r.dataset, r.dataset_revision, r.recipe_name, r.recipe_hash, r.split,
                    r.n, r.backend, coalesce(r.framework, 'ircot') AS framework, r.few_shot,
+                   r.trained_on, r.train_questions, r.method_spec,
                    coalesce(r.finished_at, r.started_at) AS finished_at
             FROM runs r WHERE {_RUN_FILTER} ORDER BY r.run_id""",
         filters.params(),

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
@@ -323,7 +324,9 @@ def test_downloads_and_charts(demo_db, monkeypatch):
 
     at = run_app(demo_db, monkeypatch)
     buttons = {b.label: b for b in at.get("download_button")}
-    assert set(buttons) == {"Download CSV", "Download Markdown (paper layout)"}
+    paper_csvs = {b for b in buttons if b.endswith(".csv")}  # the Paper tab: one per non-empty table
+    assert set(buttons) - paper_csvs == {"Download CSV", "Download Markdown (paper layout)"}
+    assert {"Download main.csv", "Download step_ablation.csv", "Download latency.csv"} <= paper_csvs
     # The served bytes are identified by their hash: unfiltered, the Markdown is exactly what
     # `steper-bench report` prints (one implementation); the CSV is the table shown.
     from steper_bench.cli import app
@@ -337,7 +340,8 @@ def test_downloads_and_charts(demo_db, monkeypatch):
     csv = main_table(at).to_csv(index=False)
     assert _payload_id(buttons["Download CSV"]) == _calculate_file_id(csv.encode(), "text/csv", "leaderboard.csv")
     charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
-    assert len(charts) == 4  # scaling, trade-off, abilities, sigma
+    assert len(charts) > 4  # Charts tab: scaling, trade-off, abilities, sigma; then the Paper tab's figures
+    charts = charts[:4]
     assert charts[0]["encoding"]["x"]["field"] == "size (B)" and charts[0]["encoding"]["y"]["field"] == "avg Acc"
     assert charts[1]["encoding"]["x"]["field"] == "latency (s)"
     assert charts[2]["encoding"]["x"]["field"] == "ability"
@@ -466,3 +470,23 @@ def test_dataset_filter_on_real_evals(tmp_path, monkeypatch):
     table = main_table(at)
     assert not [c for c in table.columns if c.startswith("hotpotqa")]
     assert table.iloc[0]["avg Acc"] == pytest.approx(want[("silver", "supporting-facts", "2wikimultihopqa")])
+
+
+def test_paper_view_shows_every_table_as_report_paper_does(demo_db, monkeypatch):
+    from steper_bench.evaluation import paper
+
+    at = run_app(demo_db, monkeypatch)
+    titles = [h.value for h in at.subheader]
+    assert all(t in titles for t in paper.TITLES.values()), titles
+    con = store.connect(demo_db, read_only=True)
+    try:
+        tables = paper.paper_tables(con)
+    finally:
+        con.close()
+    shown = {len(df.value): df.value for df in at.dataframe}
+    main = pd.DataFrame(tables["main"]).drop(columns=["run_id"], errors="ignore")
+    assert len(main) in shown  # the Paper tab's main table is the report's, row for row
+    got = shown[len(main)]
+    assert list(got["acc"].fillna(-1)) == list(main["acc"].fillna(-1))
+    assert main["missing"].any() and not main["missing"].all()  # the demo file lacks some cells of the layout
+    assert paper.csv_text(tables["main"]).splitlines()[0].startswith("method,model,dataset,em")

@@ -66,8 +66,9 @@ def default_models(recipe: Recipe) -> list[EvalModel]:
 
 
 def eval_targets(recipe: Recipe) -> list[SourceConfig | None]:
-    """The test sets every model is evaluated on: the recipe's own (None), then eval.datasets."""
-    return [None, *recipe.eval.datasets]
+    """The test sets every model is evaluated on: the recipe's own (None), then eval.datasets
+    other than the recipe's own dataset (so a grid over datasets can list all of them)."""
+    return [None, *[d for d in recipe.eval.datasets if d.dataset != recipe.source.dataset]]
 
 
 def entry_label(entry: EvalModel, dataset: SourceConfig | None = None) -> str:
