@@ -347,8 +347,7 @@ def _load(recipe: Recipe, strict: bool | None, summary: BuildSummary, clock: Pha
             try:
                 loaded[split] = load_questions(recipe, split, strict=strict)
             except SourceError as e:
-                if split == "test" and "test" not in recipe.dataset.splits and not recipe.source.test_file \
-                        and not recipe.source.hub_id:
+                if split == "test" and "test" not in recipe.dataset.splits and not recipe.source.has_split("test"):
                     continue  # no test source at all: the corpus is the train split alone
                 raise BuildError(str(e)) from None
     return loaded
@@ -558,7 +557,7 @@ def _dry_run(recipe: Recipe, paths: RunPaths, summary: BuildSummary, limit, shar
         f"{recipe.corpus.top_k} ({recipe.corpus.mode}), max_steps {recipe.framework.max_steps}, "
         f"filter {recipe.dataset.filter}, splits {', '.join(recipe.dataset.splits)}")
     for split in recipe.dataset.splits:
-        local = src.train_file if split == "train" else src.test_file
+        local = (src.train_file if split == "train" else src.test_file) or src.world
         if local:
             qs = _select(load_questions(recipe, split).questions, limit, shard, set())
             n, ids = len(qs), {q.id for q in qs}

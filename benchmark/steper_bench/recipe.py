@@ -44,8 +44,36 @@ def registered(registry, field_name: str):
     return field_validator(field_name)(classmethod(lambda cls, v: registry.check(v)))
 
 
+class WorldConfig(Section):
+    """source.world: the synthetic world's settings (steper_bench.sources.synthetic_world; ours)."""
+
+    seed: int = 0
+    train_questions: int = Field(2000, ge=1)
+    test_questions: int = Field(300, ge=1)
+    # share of each question kind: 2 / 3 / 4 hops (chains) and comparison
+    hop_mix: dict[Literal["2", "3", "4", "comparison"], float] = {"2": 0.35, "3": 0.3, "4": 0.1, "comparison": 0.25}
+    distractors: int = Field(4, ge=0, le=20)  # paragraphs per question context that share words with it
+    countries: int = Field(12, ge=2)
+    cities: int = Field(60, ge=2)
+    organisations: int = Field(120, ge=2)
+    people: int = Field(900, ge=2)
+    works: int = Field(400, ge=1, le=400)  # titles are "The <adjective> <noun>": 400 of them
+
+    @field_validator("hop_mix", mode="before")
+    @classmethod
+    def _mix_keys(cls, v: Any) -> Any:
+        return {str(k): x for k, x in v.items()} if isinstance(v, dict) else v  # YAML reads `2:` as an int
+
+    @field_validator("hop_mix")
+    @classmethod
+    def _mix(cls, v: dict) -> dict:
+        if any(x < 0 for x in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("hop_mix shares must be >= 0 with a positive sum, e.g. {'2': 0.5, '3': 0.5}")
+        return {k: float(x) for k, x in v.items()}
+
+
 class SourceConfig(Section):
-    dataset: str = "hotpotqa"  # a registered dataset: hotpotqa | 2wikimultihopqa | musique | ...
+    dataset: str = "hotpotqa"  # a registered dataset: hotpotqa | 2wikimultihopqa | musique | synthetic-world | ...
     # Local files in the dataset's original format (JSON or JSONL). Relative paths resolve from
     # the recipe's folder.
     train_file: str | None = None
@@ -60,14 +88,24 @@ class SourceConfig(Section):
     test_limit: int | None = Field(500, ge=1)  # IRCoT convention: 500 test questions
     seed: int = 13370  # IRCoT's subsampling seed
     strict: bool = Unhashed(False)  # fail on the first malformed record instead of skipping
+    # A generated dataset's settings (source.dataset: synthetic-world); no files, no Hub id.
+    world: WorldConfig | None = None
 
     _dataset = registered(DATASETS, "dataset")
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceConfig:
-        if not (self.train_file or self.test_file or self.hub_id):
+        if self.dataset == "synthetic-world" and self.world is None:
+            self.world = WorldConfig()
+        if self.world is not None and self.dataset != "synthetic-world":
+            raise ValueError(f"source.world applies to source.dataset: synthetic-world, not {self.dataset!r}")
+        if not (self.train_file or self.test_file or self.hub_id or self.world):
             raise ValueError("set source.train_file / source.test_file (local files) or source.hub_id")
         return self
+
+    def has_split(self, split: str) -> bool:
+        """Whether this source can load `split` (a file for it, a Hub id, or a generated world)."""
+        return bool((self.train_file if split == "train" else self.test_file) or self.hub_id or self.world)
 
 
 class ElasticsearchConfig(Section):
@@ -160,6 +198,18 @@ class LoraConfig(Section):
     target_modules: list[str] | str = "all-linear"
 
 
+class TinyConfig(Section):
+    """train.tiny: the size of the offline student built from scratch (`train.student: tiny`; ours)."""
+
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    vocab_size: int = Field(512, ge=300)  # BPE vocabulary trained on the run's own texts
+
+    def is_default(self) -> bool:
+        return self == TinyConfig()
+
+
 class TrainConfig(Section):
     # Preset names (vanilla-kd, steper-first, steper-first-mid, steper: steper_bench/methods.py)
     # or inline specs {name, kinds, weighting: difficulty | uniform | fixed, weights}. Each
@@ -187,6 +237,7 @@ class TrainConfig(Section):
     bf16: Literal["auto", True, False] = Unhashed("auto")
     packing: bool = False  # off: step kinds must stay separable
     lora: LoraConfig = LoraConfig()
+    tiny: TinyConfig = TinyConfig()
     seed: int = 42
     logging_steps: int = Unhashed(10, ge=1)
     save_steps: int = Unhashed(200, ge=1)
@@ -400,8 +451,9 @@ def expand_env(value: str | None, *, what: str = "value") -> str | None:
 # -- loading ------------------------------------------------------------------------------------
 
 
-def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
-    """Read, override (`dotted.key=value`) and validate a recipe file."""
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, *, grid: bool = False) -> Recipe:
+    """Read, override (`dotted.key=value`) and validate a recipe file. A grid recipe (`matrix:`,
+    steper_bench.grid) loads only as one of its cells (`grid=True`, with the cell's overrides)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -421,6 +473,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         data = {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections (source, corpus, ...), got {type(data).__name__}")
+    if data.pop("matrix", None) is not None and not grid:
+        raise RecipeError(f"{path}: this recipe is a grid (matrix:): run its cells with `steper-bench run {path}` "
+                          "(all of them, or --only KEY=VALUE), list them with `steper-bench validate`")
     for item in overrides or []:
         _apply_override(data, item, path)
         # An overridden value is not on the file's line: point errors at the --set instead.

@@ -146,6 +146,7 @@ def lookup(registry: Registry, name: str, on_error: Callable[[str], Exception] |
 DATASETS.add("hotpotqa", "steper_bench.sources.hotpotqa:DATASET")
 DATASETS.add("2wikimultihopqa", "steper_bench.sources.twowikimultihopqa:DATASET")
 DATASETS.add("musique", "steper_bench.sources.musique:DATASET")
+DATASETS.add("synthetic-world", "steper_bench.sources.synthetic_world:DATASET")
 
 FRAMEWORKS.add("ircot", "steper_bench.reasoning.frameworks.ircot:FRAMEWORK")
 FRAMEWORKS.add("self-ask", "steper_bench.reasoning.frameworks.self_ask:FRAMEWORK")

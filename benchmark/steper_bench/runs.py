@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from steper_bench.recipe import Recipe
+from steper_bench.recipe import Recipe, digest
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,14 @@ class RunPaths:
 
     def train(self, method: str) -> Path:
         return self.root / "train" / f"{method}-{self.recipe.train_hash(method)}"
+
+    @property
+    def tiny_student(self) -> Path:
+        """The offline student built from scratch (`train.student: tiny`), one per size setting."""
+        tiny = self.recipe.train.tiny
+        if tiny.is_default():
+            return self.root / "tiny-student"
+        return self.root / f"tiny-student-{digest(tiny.model_dump())[:8]}"
 
     @property
     def log(self) -> Path:

@@ -103,6 +103,8 @@ def build_tiny_model(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    # what the results store names this student by (as the trained students' base_model)
+    (out_dir / "SOURCE.json").write_text(json.dumps({"spec": "tiny (built offline)", "seed": seed}) + "\n")
     (out_dir / "README.md").write_text(
         README.format(layers=layers, seed=seed, vocab=len(tokenizer), n_texts=len(texts))
     )
@@ -152,7 +154,7 @@ def _recipe_texts(recipe) -> list[str]:
     from steper_bench.sources import load_questions
 
     src = recipe.source
-    splits = [s for s, f in (("train", src.train_file), ("test", src.test_file)) if f or src.hub_id]
+    splits = [s for s in ("train", "test") if src.has_split(s)]
     out: list[str] = []
     for split in splits:
         for q in load_questions(recipe, split).questions:

@@ -64,7 +64,7 @@ def test_bad_literal_lists_allowed_values(tmp_path):
     assert error_of(path) == (
         "invalid recipe\n"
         f"  {path}:2: source.dataset: 'hotpot' is not a known dataset; did you mean 'hotpotqa'? "
-        "(allowed: 2wikimultihopqa, hotpotqa, musique)"
+        "(allowed: 2wikimultihopqa, hotpotqa, musique, synthetic-world)"
     )
 
 

@@ -4,6 +4,7 @@
     teacher                 the recipe's teacher config
     student                 the recipe's train.student, untrained (the ICL baseline row)
     trained:METHOD          this recipe's trained student (RunPaths.train(METHOD))
+    gguf:FILE               a GGUF file (path or <package>/<file>), dequantised once (model_sources)
     openai:MODEL@BASE_URL   an OpenAI-compatible endpoint, completions API (lm-eval's
                             local-completions semantics); openai:MODEL alone means OpenAI itself
     anything else           a local folder (full model or LoRA adapter) or a Hub id: transformers
@@ -18,10 +19,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from steper_bench.model_sources import is_gguf
+from steper_bench.model_sources import resolve as resolve_model
 from steper_bench.recipe import GeneratorConfig, Recipe, RecipeError
 from steper_bench.runs import RunPaths
 
-FORMS = ("supporting-facts", "teacher", "student", "trained:METHOD", "openai:MODEL@BASE_URL",
+FORMS = ("supporting-facts", "teacher", "student", "trained:METHOD", "gguf:FILE", "openai:MODEL@BASE_URL",
          "a local model folder (full model or LoRA adapter)", "a Hub model id (org/name)")
 _OPENAI = re.compile(r"^openai:(?P<model>.+?)(?:@(?P<url>https?://.+))?$")
 _SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)\s*[bB](?![A-Za-z])")
@@ -43,10 +46,11 @@ def parse_model_spec(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
     if spec == "student":
         student = recipe.train.student
         if student == "tiny":
-            student = str(RunPaths.for_recipe(recipe).root / "tiny-student")
+            student = str(RunPaths.for_recipe(recipe).tiny_student)
             if not Path(student, "config.json").exists():
                 raise RecipeError("--model student: the tiny student is built by the first `steper-bench train`; "
                                   "train first, or name a pretrained train.student")
+        student = resolve_model(student, recipe)
         local = recipe.resolve_path(student)
         model = str(local.resolve()) if local.exists() else student
         return GeneratorConfig(backend="transformers", model=model, revision=recipe.train.student_revision,
@@ -60,6 +64,8 @@ def parse_model_spec(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
                 f"(steper-bench train {recipe.path or 'RECIPE'})"
             )
         return GeneratorConfig(backend="transformers", model=str(folder), **common), method
+    if is_gguf(spec):
+        return GeneratorConfig(backend="transformers", model=resolve_model(spec, recipe), **common), "base"
     m = _OPENAI.match(spec)
     if m:
         url = m.group("url")
@@ -132,8 +138,11 @@ def _local_revision(folder: Path) -> str:
 
 
 def _base_model_name(folder: Path) -> str:
-    """A trained student's or adapter's starting model, else the folder name."""
-    for fname, key in (("train_summary.json", "base_model"), ("adapter_config.json", "base_model_name_or_path")):
+    """A trained student's or adapter's starting model; a converted or built student's spec
+    (SOURCE.json: gguf:..., tiny), so untrained and trained rows name the same student; else the
+    folder name."""
+    for fname, key in (("train_summary.json", "base_model"), ("adapter_config.json", "base_model_name_or_path"),
+                       ("SOURCE.json", "spec")):
         f = folder / fname
         if f.exists():
             try:

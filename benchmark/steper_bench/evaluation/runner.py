@@ -79,5 +79,4 @@ class StudentRunner:
 
 
 def _has_split(recipe: Recipe, split: str) -> bool:
-    src = recipe.source
-    return bool((src.train_file if split == "train" else src.test_file) or src.hub_id)
+    return recipe.source.has_split(split)

@@ -66,6 +66,10 @@ def load_questions(
         limit = src.train_limit if split == "train" else src.test_limit
     field = f"source.{split}_file"
     file = src.train_file if split == "train" else src.test_file
+    if spec.generate is not None and not file:
+        result = _generated(spec, src.world, split, strict)
+        result.questions = subsample(result.questions, limit, src.seed)
+        return result
     if not file and not src.hub_id:
         raise SourceError(
             f"{field} is not set and there is no source.hub_id: set {field} to a local file "
@@ -95,6 +99,15 @@ def load_file(
     data = _read_bytes(path, field)
     questions, skipped = parse_records(_file_rows(data, str(path)), spec, split, str(path), strict)
     return LoadResult(questions, skipped, str(path), "sha256:" + hashlib.sha256(data).hexdigest()[:16])
+
+
+def _generated(spec: DatasetSpec, settings, split: str, strict: bool) -> LoadResult:
+    """A generated dataset's split; its revision is the hash of the records as JSONL."""
+    raw = spec.generate(settings, split)
+    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in raw).encode()
+    origin = f"{spec.name}:seed={getattr(settings, 'seed', '?')}:{split}"
+    questions, skipped = parse_records(((i, r, None) for i, r in enumerate(raw, 1)), spec, split, origin, strict)
+    return LoadResult(questions, skipped, origin, "sha256:" + hashlib.sha256(data).hexdigest()[:16])
 
 
 def parse_records(rows, spec: DatasetSpec, split: str, origin: str, strict: bool):

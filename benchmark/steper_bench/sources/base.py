@@ -61,6 +61,9 @@ class DatasetSpec:
     citation: str = ""  # BibTeX of the dataset's paper
     demos: dict[str, str] = field(default_factory=dict)  # framework -> demonstrations file
     metric: str = "hotpotqa"  # answer-metric rule in steper_bench.metrics (RULES)
+    # A generated dataset (the synthetic world): (recipe's source.world settings, split) -> raw
+    # records in the parser's format; it then needs no files and no Hub id.
+    generate: Callable[[Any, str], list[dict]] | None = None
 
     @property
     def lm_eval_task(self) -> str:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from steper_bench.console import logged
 from steper_bench.methods import Method
+from steper_bench.model_sources import is_gguf, note_for
+from steper_bench.model_sources import resolve as resolve_model
 from steper_bench.provenance import package_versions
 from steper_bench.recipe import Recipe, RecipeError
 from steper_bench.runs import RunPaths, atomic_write_text
@@ -36,6 +38,13 @@ SUMMARY = "train_summary.json"
 WEIGHTS = "weights.json"
 CHECKPOINTS = "checkpoints"
 DEMO_NOTICE = "PIPELINE DEMO, NOT A RESULT: a tiny random student trained for seconds on CPU; its outputs are noise."
+WORLD_NOTICE = ("SMALL STUDENT TRAINED FROM SCRATCH ON THE SYNTHETIC WORLD: it shows whether a method teaches the "
+                "retrieve-then-reason skill on CPU; it is not comparable with the paper's numbers.")
+
+
+def demo_notice(recipe: Recipe) -> str:
+    """What the card of a tiny from-scratch student says it is."""
+    return WORLD_NOTICE if recipe.source.dataset == "synthetic-world" else DEMO_NOTICE
 
 
 @dataclass
@@ -117,18 +126,22 @@ def _data_source(recipe: Recipe, data, paths: RunPaths) -> tuple[str, str | None
 def _student(recipe: Recipe, source: str, revision: str | None, paths: RunPaths) -> tuple[str, str | None]:
     """The student's path or Hub id; "tiny" builds the offline demo model once per run folder."""
     cfg = recipe.train
+    if is_gguf(cfg.student):
+        return resolve_model(cfg.student, recipe), None
     if cfg.student != "tiny":
         local = recipe.resolve_path(cfg.student)
         return (str(local) if local.exists() else cfg.student), cfg.student_revision
     import torch
     from accelerate import PartialState
 
-    tiny_dir = paths.root / "tiny-student"
+    tiny_dir = paths.tiny_student
     with PartialState(cpu=not torch.cuda.is_available()).main_process_first():  # under accelerate launch: one process builds it
         if not (tiny_dir / "config.json").exists():
             from steper_bench.tiny import build_tiny_model
 
-            build_tiny_model(tiny_dir, all_texts(source, revision=revision), seed=cfg.seed)
+            t = cfg.tiny
+            build_tiny_model(tiny_dir, all_texts(source, revision=revision), seed=cfg.seed, vocab_size=t.vocab_size,
+                             hidden=t.hidden, layers=t.layers, heads=t.heads)
     return str(tiny_dir), None
 
 
@@ -271,6 +284,9 @@ def _write_outputs(recipe, method, trainer, step_data, student, student_rev, out
         "base_model_path": student,
         "base_model_revision": student_rev,
         "demo": cfg.student == "tiny",
+        "demo_notice": demo_notice(recipe) if cfg.student == "tiny" else None,
+        # a GGUF student: which file, its sha256, and that the weights passed through its quantisation
+        "base_model_source": note_for(student),
         **record,
         # What the student learned from, for out-of-domain tables: the source dataset and the
         # build (hash) of its step-wise data; the framework it was built with.
@@ -346,7 +362,8 @@ def render_model_card(recipe: Recipe, summary: dict) -> str:
     if summary.get("dataset_path") is None:  # a Hub dataset, not a folder on this machine
         front["datasets"] = [summary["dataset"]]
     return render_card("model_card.md", front_matter=front, summary=summary, recipe_name=recipe.name,
-                       description=recipe.description, our_choices=recipe.our_choices, demo_notice=DEMO_NOTICE)
+                       description=recipe.description, our_choices=recipe.our_choices,
+                       demo_notice=summary.get("demo_notice") or DEMO_NOTICE)
 
 
 def push_model(folder: Path, repo_id: str | None) -> str:
