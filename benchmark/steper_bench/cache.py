@@ -9,6 +9,11 @@ authorization, ...), so an API key can never end up in the file.
 Only successes are returned by `get`; failures go to their own table (`record_failure`) so a
 re-run retries them. Safe under concurrent writers: one connection per thread and process,
 WAL, and a busy timeout, so writers wait for each other instead of failing.
+
+`CacheWriter(cache)` writes from a thread of its own, a transaction per burst of answers: an
+event loop that receives a thousand answers a second hands each one over (`put` / `fail`, a
+queue append) instead of waiting on SQLite, and each answer is on disk milliseconds later;
+`flush()` waits until everything handed over is written.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -183,3 +189,63 @@ class RequestCache:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class CacheWriter:
+    """Successes and failures written by a background thread, each burst in one transaction."""
+
+    def __init__(self, cache: RequestCache):
+        self.cache = cache
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        self._done = threading.Condition()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cache-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, key: str, value: dict) -> None:
+        _check_no_secrets(value, "a cached value")
+        self._hand(("put", key, value))
+
+    def fail(self, key: str, error: str) -> None:
+        self._hand(("fail", key, error))
+
+    def _hand(self, item: tuple) -> None:
+        with self._done:
+            self._pending += 1
+        self._q.put(item)
+
+    def flush(self) -> None:
+        """Wait until every answer handed over is written; a write error is raised here."""
+        with self._done:
+            self._done.wait_for(lambda: self._pending == 0 or self._error is not None)
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        self.flush()
+        self._q.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not None:
+            burst = [item]
+            while len(burst) < 1024:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                burst.append(nxt)
+            try:
+                self.cache.put_many([(k, v) for kind, k, v in burst if kind == "put"])
+                for kind, k, error in burst:
+                    if kind == "fail":
+                        self.cache.record_failure(k, error)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller at flush()
+                self._error = e
+            with self._done:
+                self._pending -= len(burst)
+                self._done.notify_all()

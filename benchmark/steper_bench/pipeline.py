@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from steper_bench.recipe import Recipe, expand_env
+from steper_bench.recipe import Recipe
 from steper_bench.runs import RunPaths
 
 STAGES = ("build", "train", "eval", "judge")
@@ -137,12 +137,11 @@ def _judge_reachable(recipe: Recipe, say) -> bool:
     if not cfg.enabled:
         say("[judge] skipped: eval.judge.enabled is false (set it and eval.judge.base_url to grade reasoning)")
         return False
-    import httpx
+    from steper_bench.generation.openai_compat import check_endpoint
 
-    try:
-        base = expand_env(cfg.base_url, what="eval.judge.base_url") or "https://api.openai.com/v1"
-        httpx.get(base.rstrip("/") + "/models", timeout=5.0)
-    except Exception as e:  # any failure to connect means: skip, with the reason
+    try:  # one replica answering is enough: the transport takes the others out and probes them
+        check_endpoint(cfg.base_url, None, field="eval.judge.base_url", model=cfg.model)
+    except Exception as e:  # noqa: BLE001 - any failure to connect means: skip, with the reason
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         say(f"[judge] skipped: the judge endpoint is not reachable ({reason})")
         return False

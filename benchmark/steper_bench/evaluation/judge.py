@@ -11,7 +11,8 @@ three abilities the paper names, and pairwise comparisons of two runs.
   when the server accepts it; lenient parsing, then ONE repair turn asking for valid JSON.
 - Failures (transport errors after the client's retries, refusals, invalid JSON after the
   repair) are stored with status 'failed' and counted; never dropped, never scored as zero.
-- One request cache (steper_bench.cache.RequestCache), bounded async concurrency.
+- One request cache (steper_bench.cache.RequestCache); the transport teacher and students use
+  (generation/transport.py): counted retries, replicas, bounded or `auto` concurrency.
 - Pairwise: each question and ability asked as A/B and again as B/A; the two verdicts must
   agree, otherwise it is a tie.
 """
@@ -49,32 +50,43 @@ def rubric() -> dict[str, str]:
     return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
 
 
-# -- settings and transport ------------------------------------------------------------------------
+# -- settings and the client ------------------------------------------------------------------------
 
 
 @dataclass
 class JudgeSettings:
     model: str = "gpt-4o"
-    base_url: str | None = None
+    base_url: str | list[str] | None = None  # one URL or replicas; None: OpenAI's
     api_key: str = field(default="", repr=False)
-    concurrency: int = 16
+    concurrency: int | str = 16  # per endpoint, or "auto"
     timeout_s: float = 120.0
     max_retries: int = 6
     paragraph_chars: int = 1200
     max_tokens: int = 512  # a verdict is short; the cap bounds a rambling judge
+    max_concurrency: int = 256
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> JudgeSettings:
+        from steper_bench.recipe import endpoint_urls
+
         j = recipe.eval.judge
-        base_url = expand_env(j.base_url, what="eval.judge.base_url")
+        urls = [expand_env(u, what="eval.judge.base_url") for u in endpoint_urls(j.base_url)]
         try:
             key = expand_env(j.api_key, what="eval.judge.api_key") or ""
         except RecipeError:
-            if not base_url:  # OpenAI itself needs a key; a local server usually does not
+            if not urls:  # OpenAI itself needs a key; a local server usually does not
                 raise
             key = ""
+        base_url = (urls[0] if len(urls) == 1 else urls) if urls else None
         return cls(j.model, base_url, key or "EMPTY", j.concurrency, j.timeout_s, j.max_retries,
-                   recipe.framework.paragraph_chars)
+                   recipe.framework.paragraph_chars, max_concurrency=j.max_concurrency)
+
+    @property
+    def urls(self) -> list[str]:
+        from steper_bench.generation.openai_compat import OPENAI_URL
+        from steper_bench.recipe import endpoint_urls
+
+        return endpoint_urls(self.base_url) or [OPENAI_URL]
 
 
 @dataclass
@@ -87,21 +99,20 @@ class Answer:
 
 
 class JudgeClient:
-    """Asks one judge model; caches successes, records failures, bounds concurrency."""
+    """Asks one judge model through the shared transport (generation/transport.py: its retries,
+    routing over replicas, bounds); caches successes, records failures."""
 
     def __init__(self, settings: JudgeSettings, cache: RequestCache | None):
-        from openai import AsyncOpenAI
+        from steper_bench.generation.openai_compat import settings_of
+        from steper_bench.generation.transport import Transport
 
         self.s, self.cache = settings, cache
-        self.client = AsyncOpenAI(
-            base_url=settings.base_url, api_key=settings.api_key,
-            timeout=settings.timeout_s, max_retries=settings.max_retries,
-        )
-        self._sem = asyncio.Semaphore(settings.concurrency)
+        self.transport = Transport(settings.urls, settings.api_key, settings_of(settings), what="judge")
         self._json_mode = True  # switched off once if the server rejects response_format
 
     def _key(self, messages: list[dict]) -> str:
-        return RequestCache.key(kind="judge", base_url=self.s.base_url or "openai", model=self.s.model,
+        first = self.s.urls[0] if self.s.base_url else "openai"
+        return RequestCache.key(kind="judge", base_url=first, model=self.s.model,
                                 messages=messages, temperature=0.0, rubric_version=RUBRIC_VERSION)
 
     async def ask(self, messages: list[dict], kind: str) -> Answer:
@@ -110,8 +121,7 @@ class JudgeClient:
         if hit is not None:
             value, why = parse_verdict(hit["text"], kind)
             return Answer("ok", value, why, cached=True)
-        async with self._sem:
-            answer, text = await self._ask_with_repair(messages, kind)
+        answer, text = await self._ask_with_repair(messages, kind)
         if self.cache is not None:
             if answer.status == "ok":
                 self.cache.put(key, {"text": text})
@@ -120,48 +130,47 @@ class JudgeClient:
         return answer
 
     async def _ask_with_repair(self, messages: list[dict], kind: str) -> tuple[Answer, str]:
+        text, error = await self._chat(messages)
+        if error:
+            return Answer("failed", error=error), ""
         try:
-            text = await self._chat(messages)
-            try:
-                value, why = parse_verdict(text, kind)
-                return Answer("ok", value, why), text
-            except ValueError:
-                pass
-            repair = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": rubric()["repair"]}]
-            text2 = await self._chat(repair)
-            try:
-                value, why = parse_verdict(text2, kind)
-                return Answer("ok", value, why), text2
-            except ValueError as e:
-                return Answer("failed", error=f"invalid JSON after the repair retry: {e}; reply: {text2[:300]!r}"), text2
-        except Exception as e:  # transport: the openai client has already retried
-            return Answer("failed", error=f"{type(e).__name__}: {str(e)[:500]}"), ""
+            value, why = parse_verdict(text, kind)
+            return Answer("ok", value, why), text
+        except ValueError:
+            pass
+        repair = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": rubric()["repair"]}]
+        text2, error = await self._chat(repair)
+        if error:
+            return Answer("failed", error=error), ""
+        try:
+            value, why = parse_verdict(text2, kind)
+            return Answer("ok", value, why), text2
+        except ValueError as e:
+            return Answer("failed", error=f"invalid JSON after the repair retry: {e}; reply: {text2[:300]!r}"), text2
 
-    async def _chat(self, messages: list[dict]) -> str:
-        from openai import BadRequestError
+    async def _chat(self, messages: list[dict]) -> tuple[str, str]:
+        """(content, error): error is non-empty when the transport gave up."""
+        from steper_bench.generation import GeneratorError
+        from steper_bench.generation.transport import Fatal, chat_text
 
-        kw: dict[str, Any] = {"model": self.s.model, "messages": messages, "temperature": 0.0,
-                              "max_tokens": self.s.max_tokens}
-        if self._json_mode:
-            try:
-                resp = await self.client.chat.completions.create(**kw, response_format={"type": "json_object"})
-                return _content(resp)
-            except BadRequestError as e:
-                if "response_format" not in str(e) and "json" not in str(e).lower():
-                    raise
+        body: dict[str, Any] = {"model": self.s.model, "messages": messages, "temperature": 0.0,
+                                "max_tokens": self.s.max_tokens}
+        try:
+            if self._json_mode:
+                call = await self.transport.post("/chat/completions", {**body, "response_format": {"type": "json_object"}},
+                                                 chat_text)
+                rejected = call.status == 400 and ("response_format" in call.error or "json" in call.error.lower())
+                if not rejected:
+                    return (call.value[0] if not call.error else ""), call.error
                 self._json_mode = False
-        return _content(await self.client.chat.completions.create(**kw))
+            call = await self.transport.post("/chat/completions", body, chat_text)
+        except Fatal as e:
+            raise GeneratorError(f"the judge endpoint answered {e.status} ({e.endpoint}, model {self.s.model!r}): "
+                                 f"{e.message}; check eval.judge.base_url, model and api_key") from None
+        return (call.value[0] if not call.error else ""), call.error
 
     async def close(self) -> None:
-        await self.client.close()
-
-
-def _content(resp) -> str:
-    msg = resp.choices[0].message
-    refusal = getattr(msg, "refusal", None)
-    if refusal:
-        return f"(refusal) {refusal}"
-    return msg.content or ""
+        await self.transport.close()
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
