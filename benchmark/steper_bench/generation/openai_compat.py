@@ -14,6 +14,8 @@ replica that answered, so any replica's answer serves every later run.
 from __future__ import annotations
 
 import asyncio
+import functools
+import queue
 import threading
 from typing import Any
 
@@ -115,6 +117,9 @@ class OpenAIGenerator:
         self._path, parse = ("/chat/completions", chat_text) if cfg.api == "chat" else ("/completions", completion_text)
         self._parse = _nonempty(parse)
         self._writer = CacheWriter(cache) if cache is not None else None  # off the event loop
+        self._done: queue.SimpleQueue = queue.SimpleQueue()  # (tag, StepResult | exception), as they finish
+        self._ready: list = []
+        self._tasks: set[asyncio.Task] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-generator", daemon=True)
         self._thread.start()
@@ -130,32 +135,53 @@ class OpenAIGenerator:
         return self.transport.endpoint_counters()
 
     # -- public -----------------------------------------------------------------------------
+    streaming = True  # the loop may send each question's next step as soon as its last one is back
+
     def generate(self, requests: list[StepRequest]) -> list[StepResult]:
-        self._counts["requests"] += len(requests)
-        keys = [self._cache_key(r) for r in requests]
+        self.submit(requests, list(range(len(requests))))
         results: list[StepResult | None] = [None] * len(requests)
-        todo = []
-        for i, key in enumerate(keys):
-            hit = self.cache.get(key) if self.cache is not None else None
-            if hit is not None:
-                results[i] = StepResult(text=hit["text"], tokens=hit.get("tokens", 0), cached=True)
-                self._counts["cache_hits"] += 1
-            else:
-                todo.append(i)
-        calls = self._submit(self._run([requests[i] for i in todo], [keys[i] for i in todo])) if todo else []
-        for i, call in zip(todo, calls):
-            text, tokens = call.value or ("", 0)
-            results[i] = StepResult(text=text, latency_s=call.latency_s, tokens=tokens, error=call.error,
-                                    extra={"endpoint": call.endpoint})
-            self._counts["errors"] += bool(call.error)
+        for _ in range(len(requests)):
+            if not self._ready:
+                self._ready = self.completed()
+            i, res = self._ready.pop()
+            results[i] = res
         if self._writer is not None:
             self._writer.flush()  # the batch's answers are on disk before the caller goes on
         return results  # type: ignore[return-value]
 
+    def submit(self, requests: list[StepRequest], tags: list) -> None:
+        """Start `requests`; each result comes back from `completed()` with its tag. Cache hits
+        are ready at once; the rest run on the event loop, at most `concurrency` per endpoint."""
+        self._counts["requests"] += len(requests)
+        todo = []
+        for r, tag in zip(requests, tags):
+            key = self._cache_key(r)
+            hit = self.cache.get(key) if self.cache is not None else None
+            if hit is not None:
+                self._counts["cache_hits"] += 1
+                self._done.put((tag, StepResult(text=hit["text"], tokens=hit.get("tokens", 0), cached=True)))
+            else:
+                todo.append((tag, r, key))
+        if todo:
+            self._loop.call_soon_threadsafe(self._start, todo)
+
+    def completed(self) -> list[tuple[Any, StepResult]]:
+        """(tag, result) of every request finished since the last call; waits for at least one."""
+        items = [self._done.get()]
+        while True:
+            try:
+                items.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        for _, res in items:
+            if isinstance(res, BaseException):
+                raise res
+        return items
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        self._submit(self.transport.close())
+        self._submit(self._cancel_all())
         if self._writer is not None:
             self._writer.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -189,15 +215,30 @@ class OpenAIGenerator:
             return {"model": self.cfg.model, "messages": [{"role": "user", "content": r.prompt}], **self._params(r.stop)}
         return {"model": self.cfg.model, "prompt": r.prompt, **self._params(r.stop)}
 
-    async def _run(self, requests: list[StepRequest], keys: list[str]) -> list[Call]:
-        tasks = [asyncio.ensure_future(self._one_saved(r, k)) for r, k in zip(requests, keys)]
-        try:
-            return await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+    def _start(self, todo: list) -> None:  # on the event loop
+        for tag, r, key in todo:
+            task = self._loop.create_task(self._one_saved(r, key))
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._finished, tag))
+
+    def _finished(self, tag, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            self._done.put((tag, task.exception()))
+            return
+        call = task.result()
+        text, tokens = call.value or ("", 0)
+        self._counts["errors"] += bool(call.error)
+        self._done.put((tag, StepResult(text=text, latency_s=call.latency_s, tokens=tokens, error=call.error,
+                                        extra={"endpoint": call.endpoint})))
+
+    async def _cancel_all(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.transport.close()
 
     async def _one_saved(self, r: StepRequest, key: str) -> Call:
         try:
