@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from steper_bench.console import logged
-from steper_bench.recipe import Recipe, RecipeError, expand_env
+from steper_bench.recipe import Recipe, RecipeError, endpoint_urls, expand_env
 from steper_bench.records import Question, Trajectory
 from steper_bench.runs import RunPaths, atomic_write_text
 from steper_bench.timing import PhaseClock, Timed
@@ -78,6 +78,7 @@ class BuildSummary:
     cache_hits: int = 0
     errors: int = 0  # requests that still failed after their retries
     retries: int = 0  # transport retries (429, 5xx, timeouts) the generator made
+    endpoints: list[dict] = field(default_factory=list)  # per teacher endpoint: url, calls, ok, failed, taken_out
     estimated_requests: int = 0  # dry run: upper bound for the remaining questions
     dry_run: bool = False
     shard: tuple[int, int] | None = None
@@ -113,6 +114,8 @@ class BuildSummary:
             lines.append(f"  requests {self.requests}, cache hits {self.cache_hits}, retries {self.retries}, "
                          f"failed {self.errors}; "
                          f"{self.seconds:.1f}s ({t})")
+            lines += [f"  endpoint {e['url']}: {e['calls']} calls, {e['ok']} ok, {e['failed']} failed, "
+                      f"taken out {e['taken_out']}x, concurrency {e['limit']}" for e in self.endpoints]
         lines += [f"  {k}: {v}" for k, v in self.paths.items()]
         return "\n".join(lines)
 
@@ -126,7 +129,8 @@ def preflight(recipe: Recipe, *, network: bool = True) -> list[str]:
     t = recipe.teacher
     if t.backend == "openai":
         try:
-            expand_env(t.base_url, what="teacher.base_url")
+            for url in endpoint_urls(t.base_url):
+                expand_env(url, what="teacher.base_url")
             expand_env(t.api_key, what="teacher.api_key")
         except RecipeError as e:
             raise BuildError(f"{e} or use recipes/quickstart.yaml for an offline run") from None
@@ -136,7 +140,7 @@ def preflight(recipe: Recipe, *, network: bool = True) -> list[str]:
     if network:
         _check_hub(recipe, notes)
         if t.backend == "openai" and t.base_url:
-            _check_endpoint(recipe)
+            notes += _check_endpoint(recipe)
     return notes
 
 
@@ -155,13 +159,13 @@ def _check_hub(recipe: Recipe, notes: list[str]) -> None:
     check_hub(recipe.source.hub_id)
 
 
-def _check_endpoint(recipe: Recipe) -> None:
+def _check_endpoint(recipe: Recipe) -> list[str]:
     from steper_bench.generation import GeneratorError
     from steper_bench.generation.openai_compat import check_endpoint
 
     t = recipe.teacher
     try:
-        check_endpoint(t.base_url, t.api_key, field="teacher.base_url", model=t.model)
+        return check_endpoint(t.base_url, t.api_key, field="teacher.base_url", model=t.model)
     except GeneratorError as e:
         raise BuildError(f"{e}; or use recipes/quickstart.yaml for an offline run") from None
 
@@ -461,6 +465,7 @@ def _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say
             summary.splits[split].generated = len(trajs)
     finally:
         summary.retries = getattr(generator, "stats", {}).get("retries", 0)
+        summary.endpoints = generator.endpoints() if hasattr(generator, "endpoints") else []
         generator.close()
     return done
 

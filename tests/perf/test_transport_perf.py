@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import pytest
-from support.servers import serve_subprocess
-
 from steper_bench.build import build
 from steper_bench.generation import StepRequest
 from steper_bench.generation.openai_compat import OpenAIGenerator
 from steper_bench.recipe import GeneratorConfig, load_recipe
 from steper_bench.records import Question
+from support.servers import serve_subprocess
 
 pytestmark = pytest.mark.perf
 REPO = Path(__file__).resolve().parents[2]
@@ -48,8 +47,11 @@ async def _load(url: str, bodies: list[dict], concurrency: int) -> None:
         reader, writer = await asyncio.open_connection(host, int(port))
         while todo:
             data = json.dumps(todo.pop()).encode()
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n".encode()
+                + data
+            )
             n = 0
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 if line.lower().startswith(b"content-length:"):
@@ -89,9 +91,11 @@ def test_client_cpu_per_request():
     ours, window = min(runs)
     ref = load_generator("fixed", n, C, text="A sentence.", delay_s=D)
     ideal = (n - C) * D / C
-    print(f"\nclient CPU per request, {n - C} requests, C={C}, d={D * 1000:.0f} ms: transport {ours:.3f} ms "
-          f"(goal <= 0.3), plain load generator {ref['cpu_ms']:.3f} ms; busy window {window / ideal:.2f}x ideal "
-          f"(load generator {ref['window_s'] / (n * D / C):.2f}x)")
+    print(
+        f"\nclient CPU per request, {n - C} requests, C={C}, d={D * 1000:.0f} ms: transport {ours:.3f} ms "
+        f"(goal <= 0.3), plain load generator {ref['cpu_ms']:.3f} ms; busy window {window / ideal:.2f}x ideal "
+        f"(load generator {ref['window_s'] / (n * D / C):.2f}x)"
+    )
     assert ours <= 0.3
 
 
@@ -108,9 +112,18 @@ def _questions_file(folder: Path, n: int) -> Path:
 
 
 def _build(folder: Path, url: str, data: Path, concurrency: int):
-    sets = [f"runs_dir={folder}", f"source.train_file={data}", f"source.train_limit={N}", "dataset.filter=all",
-            "teacher.backend=openai", "teacher.model=m", f"teacher.base_url={url}", f"teacher.concurrency={concurrency}",
-            f"framework.max_steps={S}", "teacher.max_retries=0"]
+    sets = [
+        f"runs_dir={folder}",
+        f"source.train_file={data}",
+        f"source.train_limit={N}",
+        "dataset.filter=all",
+        "teacher.backend=openai",
+        "teacher.model=m",
+        f"teacher.base_url={url}",
+        f"teacher.concurrency={concurrency}",
+        f"framework.max_steps={S}",
+        "teacher.max_retries=0",
+    ]
     return build(load_recipe(REPO / "recipes" / "quickstart.yaml", sets), progress=False, log=lambda m: None)
 
 
@@ -137,11 +150,13 @@ def test_build_busy_window_against_ideal_and_load_generator(tmp_path):
     st, cpu_ms = best_build(tmp_path, C, delay_s=D)
     ref = load_generator("steps", N * S, C, steps=S, delay_s=D)
     ideal = N * S * D / C
-    print(f"\nbuild {N} questions x {S} steps, d={D * 1000:.0f} ms, C={C}: ideal {ideal:.2f}s; server busy "
-          f"{st['window_s']:.2f}s = {st['window_s'] / ideal:.2f}x ideal (goal <= 1.15x; before this transport 2.9x), "
-          f"load generator {ref['window_s']:.2f}s = {ref['window_s'] / ideal:.2f}x; build/load generator "
-          f"{st['window_s'] / ref['window_s']:.2f}x; build CPU {cpu_ms:.2f} ms per request (loop, retrieval, "
-          "cache and transport)")
+    print(
+        f"\nbuild {N} questions x {S} steps, d={D * 1000:.0f} ms, C={C}: ideal {ideal:.2f}s; server busy "
+        f"{st['window_s']:.2f}s = {st['window_s'] / ideal:.2f}x ideal (goal <= 1.15x; before this transport 2.9x), "
+        f"load generator {ref['window_s']:.2f}s = {ref['window_s'] / ideal:.2f}x; build/load generator "
+        f"{st['window_s'] / ref['window_s']:.2f}x; build CPU {cpu_ms:.2f} ms per request (loop, retrieval, "
+        "cache and transport)"
+    )
     assert st["window_s"] <= 2.0 * ideal
 
 
@@ -150,6 +165,8 @@ def test_build_throughput_on_a_capacity_model_server(tmp_path):
     st, _ = best_build(tmp_path, C, delay_s=D, capacity=b)
     ref = load_generator("steps", N * S, C, steps=S, delay_s=D, capacity=b)
     ours, theirs = N * S / st["window_s"], N * S / ref["window_s"]
-    print(f"\ncapacity model (B={b}, d={D * 1000:.0f} ms, best {b / D:.0f} req/s), client C={C}: build "
-          f"{ours:.0f} req/s, load generator {theirs:.0f} req/s, ratio {ours / theirs:.2f} (goal >= 0.95)")
+    print(
+        f"\ncapacity model (B={b}, d={D * 1000:.0f} ms, best {b / D:.0f} req/s), client C={C}: build "
+        f"{ours:.0f} req/s, load generator {theirs:.0f} req/s, ratio {ours / theirs:.2f} (goal >= 0.95)"
+    )
     assert ours >= 0.95 * theirs

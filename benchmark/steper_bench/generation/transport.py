@@ -110,8 +110,15 @@ class Endpoint:
         return self.fixed if self.knee is None else self.knee.limit
 
     def counters(self) -> dict:
-        return {"url": self.public, "calls": self.calls, "ok": self.ok, "failed": self.failed,
-                "taken_out": self.taken_out, "limit": self.limit, "up": not self.probing}
+        return {
+            "url": self.public,
+            "calls": self.calls,
+            "ok": self.ok,
+            "failed": self.failed,
+            "taken_out": self.taken_out,
+            "limit": self.limit,
+            "up": not self.probing,
+        }
 
 
 class Transport:
@@ -153,8 +160,12 @@ class Transport:
             if a.retry_after is not None or not self._other_up(ep):
                 await asyncio.sleep(self._backoff(attempt, a.retry_after))
         note = f" (after {attempt + 1} attempt{'s' * (attempt > 0)})" if a.retry else ""
-        return Call(error=f"{a.error} from {ep.public}{note}", status=a.status,
-                    latency_s=time.monotonic() - start, endpoint=ep.public)
+        return Call(
+            error=f"{a.error} from {ep.public}{note}",
+            status=a.status,
+            latency_s=time.monotonic() - start,
+            endpoint=ep.public,
+        )
 
     def endpoint_counters(self) -> list[dict]:
         return [e.counters() for e in self.endpoints]
@@ -191,8 +202,12 @@ class Transport:
         if status in FATAL_STATUS:
             raise Fatal(status, ep.public, message)
         retry = status >= 500 or status in RETRYABLE_STATUS
-        return _Attempt(status=status, error=f"HTTP {status}: {message}", retry=retry,
-                        retry_after=_retry_after(headers) if retry else None)
+        return _Attempt(
+            status=status,
+            error=f"HTTP {status}: {message}",
+            retry=retry,
+            retry_after=_retry_after(headers) if retry else None,
+        )
 
     def _open(self):
         if self._session is None:
@@ -201,8 +216,11 @@ class Transport:
             # limit=0: the per-endpoint bound is ours (_acquire); keep-alive connections are reused.
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, skip_auto_headers=("User-Agent",),
-                timeout=aiohttp.ClientTimeout(total=self.s.timeout_s))
+                connector=connector,
+                headers=self._headers,
+                skip_auto_headers=("User-Agent",),
+                timeout=aiohttp.ClientTimeout(total=self.s.timeout_s),
+            )
         return self._session
 
     # -- routing and bounds --------------------------------------------------------------------
@@ -273,10 +291,13 @@ class Transport:
         ep.streak += 1
         if ep.knee is not None:
             ep.knee.done(0.0, failed=throttled)
+        now = time.monotonic()
+        if ep.down_until > now:  # already out: a request sent before it was taken out
+            return
         if (cut or ep.streak >= FAIL_STREAK or ep.probing) and self._other_up(ep):
             ep.taken_out += not ep.probing
             ep.probing = True
-            ep.down_until = time.monotonic() + ep.interval
+            ep.down_until = now + ep.interval
             ep.interval = min(ep.interval * 2, PROBE_MAX_S)
 
     def _other_up(self, ep: Endpoint) -> bool:
@@ -354,5 +375,3 @@ def _checked(text: Any) -> str:
 def _tokens(body: dict) -> int:
     usage = body.get("usage") or {}
     return int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
-
-

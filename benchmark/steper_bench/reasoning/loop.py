@@ -361,4 +361,7 @@ class _Progress:
         rate = called / max(time.perf_counter() - self.t0, 1e-9)
         counts = {"cached": stats.get("cache_hits", 0), "errors": stats.get("errors", 0), "failed": self.failed}
         extra = "".join(f" · {k} {v}" for k, v in counts.items() if v)  # zeros left out: the line fits 80 columns
+        eps = self.generator.endpoints() if hasattr(self.generator, "endpoints") else []
+        if len(eps) > 1:  # replicas: how many are in service, and the calls each has taken
+            extra += f" · up {sum(e['up'] for e in eps)}/{len(eps)} ({'/'.join(str(e['calls']) for e in eps)})"
         return f"step {self.index} · {rate:.0f} req/s{extra}"
