@@ -406,6 +406,7 @@ def build(
             for split in recipe.dataset.splits:
                 say(f"merged {merge_shards(paths, split)} {split} trajectories from shards")
         done = _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say)
+        _fail_if_all_failed(summary, done, scope)
         for split in recipe.dataset.splits:
             summary.splits[split].skipped_records = len(loaded[split].skipped)
         if shard is None:
@@ -468,6 +469,22 @@ def _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say
         summary.endpoints = generator.endpoints() if hasattr(generator, "endpoints") else []
         generator.close()
     return done
+
+
+def _fail_if_all_failed(summary: BuildSummary, done, scope) -> None:
+    """A build whose every new trajectory failed on teacher errors is an error, not an empty
+    dataset: the message names the first error (with its endpoint). The failures are on disk and
+    in the cache's failure table; the next run retries them."""
+    generated = sum(st.generated for st in summary.splits.values())
+    new = [done[s][q.id] for s, qs in scope.items() for q in qs if q.id in done[s]]
+    failed = [t for t in new if t.stop_reason == "failed"]
+    if not generated or not summary.errors or len(failed) < len(new):
+        return
+    first = next((st.error for t in failed for st in t.steps if st.error), "no error recorded")
+    msg = (f"all {len(failed)} questions failed: every teacher request failed after its retries (first error: "
+           f"{first}); check teacher.base_url, teacher.model and the server's log, then re-run (the failed "
+           "questions are retried, finished work is kept)")
+    raise BuildError(msg)
 
 
 def _timed(writer: TrajectoryWriter, clock: PhaseClock):
