@@ -1,13 +1,18 @@
-"""`concurrency: auto`: find one endpoint's knee, the concurrency past which throughput stops rising.
+"""`concurrency: auto`: find one endpoint's knee, the concurrency past which more requests in
+flight only wait in the server's queue.
 
-Per window of completions (at least 2 x the limit, and 16) the endpoint's throughput is measured:
-- slow start: while throughput rises by more than GAIN, the limit grows by half;
-- past the knee (a queueing server answers no faster, only later: latency rises at flat
-  throughput) the limit goes back to the best one seen, then every PROBE_EVERY windows one step
-  higher is tried again (additive increase), so a server that gets faster is followed;
-- a 429 or a timeout in a window cuts the limit to DECREASE x (multiplicative decrease).
-Windows in which the limit was never reached (the caller had nothing more to send) say nothing
-about the server and are skipped. Bounded by `maximum`.
+Below the knee a request takes the server's own time (the lowest latency seen, `base`) and more
+concurrency is more throughput; past it, throughput is flat and latency rises with every extra
+request (Little's law). Per window of answers (at least 2 x the limit, and 16):
+- a 429 or a timeout cuts the limit to DECREASE x (multiplicative decrease);
+- latency above QUEUE x base (a queue is building) scales the limit back to where it was not;
+- otherwise, if the limit was reached, it grows: doubling while latency stays near base (slow
+  start), then one eighth at a time (additive increase), so a server that gets faster is followed.
+A queue of up to QUEUE - 1 requests per server slot is kept on purpose: it covers the round trip
+between an answer and the next request, so the server's slots never idle. After each change the
+answers to requests sent before it are skipped (they say nothing of the new limit); windows in
+which the limit was never reached (the caller had nothing more to send) change nothing. Bounded
+by `maximum`.
 """
 
 from __future__ import annotations
@@ -15,55 +20,54 @@ from __future__ import annotations
 import math
 import time
 
-GAIN = 1.05
+QUEUE = 1.5  # latency allowed over base before backing off
+SLOW_START = 1.15  # slow start goes on while latency stays within this of base
 DECREASE = 0.7
-PROBE_EVERY = 4
+BASE_DRIFT = 1.02  # base creeps up each window, so a server that slows down is followed
 
 
 class Knee:
     def __init__(self, maximum: int, start: int = 4):
         self.max = max(1, int(maximum))
         self.limit = min(start, self.max)
-        self.best_limit, self.best_rate = self.limit, 0.0
+        self.base = math.inf
         self.growing = True
-        self.windows_at_best = 0
-        self.history: list[tuple[int, float]] = []  # (limit, throughput) per decision: for tests and logs
+        self.skip = 0
+        self.history: list[tuple[int, float, float]] = []  # (limit, throughput, latency) per window
         self._window()
 
     def _window(self) -> None:
-        self.t0, self.n, self.failures, self.peak = time.monotonic(), 0, 0, 0
+        self.t0, self.n, self.latency, self.peak = time.monotonic(), 0, 0.0, 0
 
     def sent(self, outstanding: int) -> None:
         self.peak = max(self.peak, outstanding)
 
     def done(self, latency_s: float, failed: bool) -> bool:
         """Count one finished request; True when the limit just went up (wake waiting senders)."""
-        self.n += 1
-        self.failures += failed
-        if self.n < max(2 * self.limit, 16) and not (failed and self.n >= 4):
+        if self.skip:
+            self.skip -= 1
+            if not self.skip:
+                self._window()
             return False
-        old, rate = self.limit, self.n / max(time.monotonic() - self.t0, 1e-6)
-        if self.failures:
-            self.limit = max(1, math.floor(self.limit * DECREASE))
-            self.best_limit, self.best_rate, self.growing = self.limit, 0.0, False
-        elif self.peak >= self.limit:
-            self._decide(rate)
-        self.history.append((old, rate))
+        self.n += 1
+        self.latency += latency_s
+        if not failed and self.n < max(2 * self.limit, 16):
+            return False
+        old, latency = self.limit, self.latency / self.n
+        self.history.append((old, self.n / max(time.monotonic() - self.t0, 1e-6), latency))
+        if failed:
+            self.limit, self.growing = max(1, math.floor(self.limit * DECREASE)), False
+        else:
+            self._decide(latency)
+        self.skip = old if self.limit != old else 0
         self._window()
         return self.limit > old
 
-    def _decide(self, rate: float) -> None:
-        if rate > self.best_rate * GAIN:
-            self.best_limit, self.best_rate = self.limit, rate
-            step = math.ceil(self.limit * 0.5) if self.growing else max(1, self.limit // 8)
+    def _decide(self, latency: float) -> None:
+        self.base = min(self.base * BASE_DRIFT, latency)
+        if latency > QUEUE * self.base:  # a queue: back to the concurrency that had none
+            self.limit, self.growing = max(1, math.floor(self.limit * QUEUE * self.base / latency)), False
+        elif self.peak >= self.limit:
+            self.growing = self.growing and latency <= SLOW_START * self.base
+            step = self.limit if self.growing else max(1, self.limit // 8)
             self.limit = min(self.max, self.limit + step)
-            self.windows_at_best = 0
-        elif self.limit != self.best_limit:  # no gain from the extra requests: back to the knee
-            self.growing = False
-            self.limit = self.best_limit
-        else:  # at the knee: refresh its throughput, now and then try one step higher
-            self.best_rate = rate
-            self.windows_at_best += 1
-            if self.windows_at_best >= PROBE_EVERY and self.limit < self.max:
-                self.windows_at_best = 0
-                self.limit += max(1, self.limit // 8)

@@ -137,15 +137,15 @@ class Transport:
     async def post(self, path: str, body: dict, parse: Callable[[Any], Any]) -> Call:
         """POST `body` as JSON to `path` of an endpoint; `parse(json)` turns a 200 into the value
         (raising Malformed, KeyError, IndexError or TypeError when it cannot)."""
-        start = time.monotonic()
         data = json.dumps(body).encode()
         tries = self.s.max_retries + 1
-        failed_on = None
+        failed_on, start = None, None
         for attempt in range(tries):
             if attempt:
                 self.stats["retries"] += 1
             ep = await self._acquire(avoid=failed_on)
             t0 = time.monotonic()
+            start = start or t0  # latency: from the first send (the wait for a slot is ours, not the server's)
             try:
                 a = await self._send(ep, path, data, parse)
             finally:
