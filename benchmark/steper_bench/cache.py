@@ -7,7 +7,9 @@ Secrets never go in: `key()` and `put()` raise on fields named like credentials 
 authorization, ...), so an API key can never end up in the file.
 
 Only successes are returned by `get`; failures go to their own table (`record_failure`) so a
-re-run retries them. Safe under concurrent writers: one connection per thread and process,
+re-run retries them. Requests sent through a batch interface (generation/batch.py) are recorded
+with their batch id (`record_batch`) the moment it exists, so a run killed while the batch runs
+collects that batch instead of paying for a new one. Safe under concurrent writers: one connection per thread and process,
 WAL, and a busy timeout, so writers wait for each other instead of failing.
 
 `CacheWriter(cache)` writes from a thread of its own, a transaction per burst of answers: an
@@ -38,6 +40,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS failures (
   key TEXT PRIMARY KEY, error TEXT NOT NULL, count INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, created REAL NOT NULL);
 """
 
 
@@ -163,6 +166,22 @@ class RequestCache:
         """The last recorded error for a key (for reports and tests); `get` never returns it."""
         row = self._conn().execute("SELECT error FROM failures WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    @_guarded
+    def record_batch(self, keys: list[str], batch_id: str) -> None:
+        self._retry(lambda: self._write(
+            "INSERT OR REPLACE INTO batches (key, batch_id, created) VALUES (?, ?, ?)",
+            [(k, batch_id, time.time()) for k in keys]))
+
+    @_guarded
+    def batch_of(self, key: str) -> str | None:
+        """The batch a request was sent in and whose results were not collected yet."""
+        row = self._conn().execute("SELECT batch_id FROM batches WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @_guarded
+    def forget_batch(self, keys: list[str]) -> None:
+        self._retry(lambda: self._write("DELETE FROM batches WHERE key = ?", [(k,) for k in keys]))
 
     def _write(self, sql: str, rows: list[tuple]) -> None:
         conn = self._conn()

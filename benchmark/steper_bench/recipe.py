@@ -145,7 +145,10 @@ class GeneratorConfig(Section):
     # (requests go to the least busy; the first URL names the teacher in the hash and cache keys).
     base_url: str | list[str] | None = Replicas(None)
     api_key: str | None = Unhashed(None)  # e.g. ${env:OPENAI_API_KEY}; never stored expanded
-    api: Literal["completions", "chat"] = "completions"
+    # completions | chat | batch (chat completions through OpenAI's Batch interface: half price,
+    # answers within 24 h; generation/batch.py)
+    api: Literal["completions", "chat", "batch"] = "completions"
+    batch_poll_s: float = Unhashed(30.0, gt=0)  # api: batch: seconds between polls of a running batch
     revision: str | None = None
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -252,6 +255,8 @@ class JudgeConfig(Section):
     api_key: str | None = Unhashed("${env:OPENAI_API_KEY}")
     concurrency: Concurrency = Unhashed(16)  # per endpoint
     max_concurrency: int = Unhashed(256, ge=1)  # the bound of concurrency: auto
+    api: Literal["chat", "batch"] = "chat"  # batch: OpenAI's Batch interface (a round per batch)
+    batch_poll_s: float = Unhashed(30.0, gt=0)
     timeout_s: float = Unhashed(120.0, gt=0)
     max_retries: int = Unhashed(6, ge=0)
 

@@ -132,6 +132,7 @@ class Req:
     headers: dict[str, str]  # names lower-cased
     body: Any  # parsed JSON (None if not JSON)
     time: float  # time.monotonic() at arrival
+    raw: bytes = b""  # the body as sent (uploads)
 
     @property
     def is_chat(self) -> bool:
@@ -218,9 +219,9 @@ class ScriptedServer(str):
         with self._lock:
             return len(self.requests)
 
-    def _log(self, method: str, path: str, headers: dict, body: Any) -> Req:
+    def _log(self, method: str, path: str, headers: dict, body: Any, raw: bytes = b"") -> Req:
         with self._lock:
-            req = Req(len(self.requests), method, path, headers, body, time.monotonic())
+            req = Req(len(self.requests), method, path, headers, body, time.monotonic(), raw)
             self.requests.append(req)
         return req
 
@@ -307,7 +308,7 @@ class ScriptedServer(str):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        req = self._log(method, path, headers, body)
+        req = self._log(method, path, headers, body, raw)
         if not self._first and method == "POST":
             self._first = req.time
         if self.capacity and self._slots is None:

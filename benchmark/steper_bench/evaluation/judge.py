@@ -64,6 +64,8 @@ class JudgeSettings:
     paragraph_chars: int = 1200
     max_tokens: int = 512  # a verdict is short; the cap bounds a rambling judge
     max_concurrency: int = 256
+    api: str = "chat"  # chat | batch (OpenAI's Batch interface: one batch per round, then one for repairs)
+    batch_poll_s: float = 30.0
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> JudgeSettings:
@@ -79,7 +81,8 @@ class JudgeSettings:
             key = ""
         base_url = (urls[0] if len(urls) == 1 else urls) if urls else None
         return cls(j.model, base_url, key or "EMPTY", j.concurrency, j.timeout_s, j.max_retries,
-                   recipe.framework.paragraph_chars, max_concurrency=j.max_concurrency)
+                   recipe.framework.paragraph_chars, max_concurrency=j.max_concurrency, api=j.api,
+                   batch_poll_s=j.batch_poll_s)
 
     @property
     def urls(self) -> list[str]:
@@ -129,6 +132,11 @@ class JudgeClient:
                 self.cache.record_failure(key, answer.error)
         return answer
 
+    async def ask_all(self, reqs: list[tuple[list[dict], str]]) -> list[Answer]:
+        if self.s.api == "batch":
+            return await self._ask_all_batched(reqs)
+        return list(await asyncio.gather(*(self.ask(m, kind) for m, kind in reqs)))
+
     async def _ask_with_repair(self, messages: list[dict], kind: str) -> tuple[Answer, str]:
         text, error = await self._chat(messages)
         if error:
@@ -138,27 +146,81 @@ class JudgeClient:
             return Answer("ok", value, why), text
         except ValueError:
             pass
-        repair = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": rubric()["repair"]}]
-        text2, error = await self._chat(repair)
+        text2, error = await self._chat(_repair(messages, text))
         if error:
             return Answer("failed", error=error), ""
+        return _repaired(text2, kind), text2
+
+    async def _ask_all_batched(self, reqs: list[tuple[list[dict], str]]) -> list[Answer]:
+        """`api: batch`: every question in one batch, then the repair turns in a second one."""
+        from steper_bench.generation.batch import BatchClient
+        from steper_bench.generation.transport import chat_text
+
+        batches = BatchClient(self.transport, self.cache, lambda b: chat_text(b)[0], poll_s=self.s.batch_poll_s)
+        answers: list[Answer | None] = [None] * len(reqs)
+        keys = [self._key(m) for m, _ in reqs]
+        for i, key in enumerate(keys):
+            hit = self.cache.get(key) if self.cache is not None else None
+            if hit is not None:
+                answers[i] = Answer("ok", *parse_verdict(hit["text"], reqs[i][1]), cached=True)
+        todo = [i for i, a in enumerate(answers) if a is None]
+        first = await self._batch(batches, {keys[i]: self._body(reqs[i][0]) for i in todo})
+        texts, repairs = {}, {}
+        for i in todo:
+            a, kind = first[keys[i]], reqs[i][1]
+            if a.error:
+                answers[i] = Answer("failed", error=a.error)
+                continue
+            try:
+                answers[i], texts[i] = Answer("ok", *parse_verdict(a.value, kind)), a.value
+            except ValueError:
+                repairs[i] = _repair(reqs[i][0], a.value)
+        rkeys = {i: self._key(m) for i, m in repairs.items()}
+        second = await self._batch(batches, {rkeys[i]: self._body(m) for i, m in repairs.items()})
+        for i in repairs:
+            a = second[rkeys[i]]
+            answers[i] = Answer("failed", error=a.error) if a.error else _repaired(a.value, reqs[i][1])
+            texts[i] = a.value or ""
+        for i in todo:
+            if self.cache is not None:
+                if answers[i].status == "ok":
+                    self.cache.put(keys[i], {"text": texts[i]})
+                else:
+                    self.cache.record_failure(keys[i], answers[i].error)
+        return answers  # type: ignore[return-value]
+
+    async def _batch(self, batches, bodies: dict[str, dict]) -> dict:
+        """custom_id -> batch Answer; a batch that cannot be sent fails its requests, a rejected
+        key or model stops the judge."""
+        from steper_bench.generation import GeneratorError
+        from steper_bench.generation.batch import Answer as Result
+        from steper_bench.generation.batch import BatchError
+        from steper_bench.generation.transport import Fatal
+
+        if not bodies:
+            return {}
         try:
-            value, why = parse_verdict(text2, kind)
-            return Answer("ok", value, why), text2
-        except ValueError as e:
-            return Answer("failed", error=f"invalid JSON after the repair retry: {e}; reply: {text2[:300]!r}"), text2
+            return await batches.run(list(bodies.items()))
+        except BatchError as e:
+            return {k: Result(error=str(e)) for k in bodies}
+        except Fatal as e:
+            raise GeneratorError(f"the judge endpoint answered {e.status} ({e.endpoint}, model {self.s.model!r}): "
+                                 f"{e.message}; check eval.judge.base_url, model and api_key") from None
+
+    def _body(self, messages: list[dict], json_mode: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.s.model, "messages": messages, "temperature": 0.0,
+                                "max_tokens": self.s.max_tokens}
+        return {**body, "response_format": {"type": "json_object"}} if json_mode else body
 
     async def _chat(self, messages: list[dict]) -> tuple[str, str]:
         """(content, error): error is non-empty when the transport gave up."""
         from steper_bench.generation import GeneratorError
         from steper_bench.generation.transport import Fatal, chat_text
 
-        body: dict[str, Any] = {"model": self.s.model, "messages": messages, "temperature": 0.0,
-                                "max_tokens": self.s.max_tokens}
+        body = self._body(messages, json_mode=False)
         try:
             if self._json_mode:
-                call = await self.transport.post("/chat/completions", {**body, "response_format": {"type": "json_object"}},
-                                                 chat_text)
+                call = await self.transport.post("/chat/completions", self._body(messages), chat_text)
                 rejected = call.status == 400 and ("response_format" in call.error or "json" in call.error.lower())
                 if not rejected:
                     return (call.value[0] if not call.error else ""), call.error
@@ -171,6 +233,18 @@ class JudgeClient:
 
     async def close(self) -> None:
         await self.transport.close()
+
+
+def _repair(messages: list[dict], text: str) -> list[dict]:
+    """The one repair turn: the judge's reply and a request for valid JSON."""
+    return [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": rubric()["repair"]}]
+
+
+def _repaired(text: str, kind: str) -> Answer:
+    try:
+        return Answer("ok", *parse_verdict(text, kind))
+    except ValueError as e:
+        return Answer("failed", error=f"invalid JSON after the repair retry: {e}; reply: {text[:300]!r}")
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
@@ -502,7 +576,7 @@ def _run_all(settings: JudgeSettings, cache: RequestCache | None, reqs: list[tup
     async def main() -> list[Answer]:
         client = JudgeClient(settings, cache)
         try:
-            return list(await asyncio.gather(*(client.ask(m, kind) for m, kind in reqs)))
+            return await client.ask_all(reqs)
         finally:
             await client.close()
 

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from steper_bench.cache import CacheWriter, RequestCache
@@ -37,7 +38,7 @@ from steper_bench.records import GeneratorIdentity
 
 OPENAI_URL = "https://api.openai.com/v1"
 
-__all__ = ["OpenAIGenerator", "check_endpoint", "make", "public_url", "resolve_endpoints"]
+__all__ = ["BatchGenerator", "OpenAIGenerator", "check_endpoint", "make", "public_url", "resolve_endpoints"]
 
 
 def resolve_endpoints(base_url: str | list[str] | None, api_key: str | None, *, what: str) -> tuple[list[str], str]:
@@ -114,7 +115,8 @@ class OpenAIGenerator:
         self._counts = {"requests": 0, "errors": 0, "cache_hits": 0}
         settings = settings_of(cfg, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s)
         self.transport = Transport(urls, key, settings, what=f"model {cfg.model!r}")
-        self._path, parse = ("/chat/completions", chat_text) if cfg.api == "chat" else ("/completions", completion_text)
+        self._chat = cfg.api in ("chat", "batch")  # the Batch interface carries chat completions
+        self._path, parse = ("/chat/completions", chat_text) if self._chat else ("/completions", completion_text)
         self._parse = _nonempty(parse)
         self._writer = CacheWriter(cache) if cache is not None else None  # off the event loop
         self._done: queue.SimpleQueue = queue.SimpleQueue()  # (tag, StepResult | exception), as they finish
@@ -207,11 +209,11 @@ class OpenAIGenerator:
     def _cache_key(self, r: StepRequest) -> str:
         return RequestCache.key(
             backend="openai", base_url=self.base_url, model=self.cfg.model, revision=self.cfg.revision or "",
-            api=self.cfg.api, prompt=r.prompt, params=self._params(r.stop), sample_index=r.sample_index,
+            api="chat" if self._chat else "completions", prompt=r.prompt, params=self._params(r.stop), sample_index=r.sample_index,
         )
 
     def _body(self, r: StepRequest) -> dict:
-        if self.cfg.api == "chat":
+        if self._chat:
             return {"model": self.cfg.model, "messages": [{"role": "user", "content": r.prompt}], **self._params(r.stop)}
         return {"model": self.cfg.model, "prompt": r.prompt, **self._params(r.stop)}
 
@@ -256,5 +258,58 @@ class OpenAIGenerator:
         return call
 
 
+class BatchGenerator(OpenAIGenerator):
+    """`api: batch`: each generate() call is one OpenAI Batch (generation/batch.py) of chat
+    completions on the first endpoint; the cache keys are those of `api: chat`, so answers move
+    freely between the two."""
+
+    streaming = False
+
+    def __init__(self, cfg: GeneratorConfig, cache: RequestCache | None = None, **kw):
+        super().__init__(cfg, cache, **kw)
+        from steper_bench.generation.batch import BatchClient
+
+        self.transport.endpoints = self.transport.endpoints[:1]  # a batch lives on the server it was sent to
+        self.batches = BatchClient(self.transport, cache, self._parse, poll_s=cfg.batch_poll_s)
+
+    def generate(self, requests: list[StepRequest]) -> list[StepResult]:
+        from steper_bench.generation.batch import BatchError
+
+        self._counts["requests"] += len(requests)
+        keys = [self._cache_key(r) for r in requests]
+        results: dict[str, StepResult] = {}
+        for k in keys:
+            hit = self.cache.get(k) if self.cache is not None and k not in results else None
+            if hit is not None:
+                results[k] = StepResult(text=hit["text"], tokens=hit.get("tokens", 0), cached=True)
+        items = list({k: (k, self._body(r)) for k, r in zip(keys, requests) if k not in results}.values())
+        try:
+            answers = self._submit(self.batches.run(items)) if items else {}
+        except BatchError as e:
+            answers = {k: _Failed(str(e)) for k, _ in items}
+        except Fatal as e:
+            raise GeneratorError(f"{e.status} from {e.endpoint} for model {self.cfg.model!r}: {e.message} "
+                                 "(check base_url, model and api_key)") from None
+        for k, a in answers.items():
+            text, tokens = a.value or ("", 0)
+            results[k] = StepResult(text=text, tokens=tokens, error=a.error)
+            if self.cache is not None:
+                if a.error:
+                    self.cache.record_failure(k, a.error)
+                else:
+                    self.cache.put(k, {"text": text, "tokens": tokens})
+        out = [results[k] for k in keys]
+        self._counts["cache_hits"] += sum(r.cached for r in out)
+        self._counts["errors"] += sum(bool(r.error) for r in out)
+        return out
+
+
+@dataclass
+class _Failed:
+    error: str
+    value: Any = None
+
+
 def make(cfg: GeneratorConfig, cache: RequestCache | None, *, max_new_tokens: int) -> OpenAIGenerator:
-    return OpenAIGenerator(cfg, cache, max_new_tokens=max_new_tokens)
+    kind = BatchGenerator if cfg.api == "batch" else OpenAIGenerator
+    return kind(cfg, cache, max_new_tokens=max_new_tokens)

@@ -137,7 +137,21 @@ class Transport:
     async def post(self, path: str, body: dict, parse: Callable[[Any], Any]) -> Call:
         """POST `body` as JSON to `path` of an endpoint; `parse(json)` turns a 200 into the value
         (raising Malformed, KeyError, IndexError or TypeError when it cannot)."""
-        data = json.dumps(body).encode()
+        return await self.request("POST", path, json.dumps(body).encode(), parse)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        parse: Callable[[Any], Any],
+        *,
+        content_type: str = "application/json",
+        raw: bool = False,
+    ) -> Call:
+        """Any call with the same retries and routing (the batch interface's uploads, polls and
+        downloads); `raw`: `parse` gets the body's bytes instead of its JSON."""
+        how = (method, data, content_type, raw)
         tries = self.s.max_retries + 1
         failed_on, start = None, None
         for attempt in range(tries):
@@ -147,7 +161,7 @@ class Transport:
             t0 = time.monotonic()
             start = start or t0  # latency: from the first send (the wait for a slot is ours, not the server's)
             try:
-                a = await self._send(ep, path, data, parse)
+                a = await self._send(ep, path, how, parse)
             finally:
                 self._release(ep)
             if not a.error:
@@ -176,14 +190,16 @@ class Transport:
             self._session = None
 
     # -- one HTTP exchange ---------------------------------------------------------------------
-    async def _send(self, ep: Endpoint, path: str, data: bytes, parse) -> _Attempt:
+    async def _send(self, ep: Endpoint, path: str, how: tuple, parse) -> _Attempt:
         import aiohttp
 
+        method, data, content_type, as_bytes = how
         session = self._open()
         self.stats["calls"] += 1
         ep.calls += 1
+        headers = None if content_type == "application/json" else {"Content-Type": content_type}
         try:
-            async with session.post(ep.url + path, data=data) as r:
+            async with session.request(method, ep.url + path, data=data, headers=headers) as r:
                 raw = await r.read()
                 status, headers = r.status, r.headers
         except asyncio.TimeoutError:
@@ -192,7 +208,7 @@ class Transport:
             return _Attempt(error=f"connection error ({type(e).__name__}: {self._scrub(str(e))[:200]})", cut=True)
         if status == 200:
             try:
-                return _Attempt(value=parse(json.loads(raw)), status=200)
+                return _Attempt(value=parse(raw if as_bytes else json.loads(raw)), status=200)
             except ValueError as e:  # json.JSONDecodeError and Malformed are ValueErrors
                 why = str(e) if isinstance(e, Malformed) else "not JSON"
             except (KeyError, IndexError, TypeError, AttributeError) as e:
