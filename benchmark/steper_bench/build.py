@@ -137,6 +137,11 @@ def preflight(recipe: Recipe, *, network: bool = True) -> list[str]:
         if not t.base_url and not (t.api_key or os.environ.get("OPENAI_API_KEY")):
             raise BuildError("teacher.base_url is not set and there is no OPENAI_API_KEY: set teacher.base_url "
                              "to an OpenAI-compatible endpoint (e.g. vLLM) or export OPENAI_API_KEY")
+    if t.backend == "vllm":
+        from steper_bench.generation.vllm_offline import available
+
+        if available():
+            raise BuildError(f"teacher.{available()}; or use recipes/quickstart.yaml for an offline run")
     if network:
         _check_hub(recipe, notes)
         if t.backend == "openai" and t.base_url:

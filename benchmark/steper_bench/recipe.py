@@ -139,7 +139,7 @@ class FrameworkConfig(Section):
 class GeneratorConfig(Section):
     """A generator: teacher, student backend, or judge."""
 
-    backend: str = "supporting-facts"  # a registered generator: openai | transformers | supporting-facts | ...
+    backend: str = "supporting-facts"  # a registered generator: openai | transformers | vllm | supporting-facts | ...
     model: str = "supporting-facts"
     # OpenAI-compatible endpoint, e.g. ${env:TEACHER_BASE_URL}, or a list of replicas of one model
     # (requests go to the least busy; the first URL names the teacher in the hash and cache keys).
@@ -161,6 +161,8 @@ class GeneratorConfig(Section):
     timeout_s: float = Unhashed(120.0, gt=0)
     max_retries: int = Unhashed(6, ge=0)
     device: str | None = Unhashed(None)  # local transformers: cpu / cuda / auto
+    # backend vllm: arguments for vllm.LLM as they are (tensor_parallel_size, gpu_memory_utilization, ...)
+    engine_args: dict[str, Any] = Unhashed({})
 
     _backend = registered(GENERATORS, "backend")
     _base_url = field_validator("base_url")(classmethod(lambda cls, v: _check_urls(v)))

@@ -157,7 +157,7 @@ class OpenAIGenerator:
         self._counts["requests"] += len(requests)
         todo = []
         for r, tag in zip(requests, tags):
-            key = self._cache_key(r)
+            key = self._cache_key(r) if self.cache is not None else ""
             hit = self.cache.get(key) if self.cache is not None else None
             if hit is not None:
                 self._counts["cache_hits"] += 1

@@ -104,6 +104,16 @@ class Endpoint:
         self.down_until = 0.0  # out of service until then (then: one probe request)
         self.probing = False
         self.interval = PROBE_S
+        self._targets: dict[str, object] = {}
+
+    def target(self, path: str):
+        """The parsed URL of `path` on this endpoint, parsed once."""
+        url = self._targets.get(path)
+        if url is None:
+            from yarl import URL
+
+            url = self._targets[path] = URL(self.url + path)
+        return url
 
     @property
     def limit(self) -> int:
@@ -199,7 +209,7 @@ class Transport:
         ep.calls += 1
         headers = None if content_type == "application/json" else {"Content-Type": content_type}
         try:
-            async with session.request(method, ep.url + path, data=data, headers=headers) as r:
+            async with session.request(method, ep.target(path), data=data, headers=headers) as r:
                 raw = await r.read()
                 status, headers = r.status, r.headers
         except asyncio.TimeoutError:
