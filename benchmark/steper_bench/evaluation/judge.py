@@ -110,7 +110,8 @@ class JudgeClient:
         from steper_bench.generation.transport import Transport
 
         self.s, self.cache = settings, cache
-        self.transport = Transport(settings.urls, settings.api_key, settings_of(settings), what="judge")
+        urls = settings.urls[:1] if settings.api == "batch" else settings.urls  # a batch lives where it was sent
+        self.transport = Transport(urls, settings.api_key, settings_of(settings))
         self._json_mode = True  # switched off once if the server rejects response_format
 
     def _key(self, messages: list[dict]) -> str:

@@ -83,7 +83,7 @@ def check_endpoint(base_url: str | list[str] | None, api_key: str | None, *, fie
 
 def settings_of(cfg: Any, **extra) -> TransportSettings:
     """Transport settings from a GeneratorConfig or JudgeConfig-like object."""
-    return TransportSettings(concurrency=cfg.concurrency, max_concurrency=getattr(cfg, "max_concurrency", 256),
+    return TransportSettings(concurrency=cfg.concurrency, max_concurrency=cfg.max_concurrency,
                              timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, **extra)
 
 
@@ -114,7 +114,7 @@ class OpenAIGenerator:
                                           revision=cfg.revision or "")
         self._counts = {"requests": 0, "errors": 0, "cache_hits": 0}
         settings = settings_of(cfg, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s)
-        self.transport = Transport(urls, key, settings, what=f"model {cfg.model!r}")
+        self.transport = Transport(urls, key, settings)
         self._chat = cfg.api in ("chat", "batch")  # the Batch interface carries chat completions
         self._path, parse = ("/chat/completions", chat_text) if self._chat else ("/completions", completion_text)
         self._parse = _nonempty(parse)

@@ -132,10 +132,10 @@ class Endpoint:
 
 
 class Transport:
-    def __init__(self, urls: list[str], api_key: str | None, settings: TransportSettings, *, what: str = "endpoint"):
+    def __init__(self, urls: list[str], api_key: str | None, settings: TransportSettings):
         if not urls:
             raise ValueError("no endpoint URL")
-        self.s, self.what = settings, what
+        self.s = settings
         self.endpoints = [Endpoint(u, settings) for u in urls]
         self._key = api_key if api_key and api_key != "EMPTY" else ""
         self._headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key or 'EMPTY'}"}
@@ -315,8 +315,8 @@ class Transport:
     def _failed(self, ep: Endpoint, cut: bool, throttled: bool) -> None:
         ep.failed += 1
         ep.streak += 1
-        if ep.knee is not None:
-            ep.knee.done(0.0, failed=throttled)
+        if ep.knee is not None and throttled:  # a 5xx or a bad answer says nothing of the knee
+            ep.knee.done(0.0, failed=True)
         now = time.monotonic()
         if ep.down_until > now:  # already out: a request sent before it was taken out
             return
