@@ -88,6 +88,9 @@ def _build(recipe, force, progress, say, report) -> None:
     detail = (f"{generated} questions generated, {kept} trajectories kept; {summary.requests} requests, "
               f"{summary.retries} retries, {summary.errors} failed"
               if generated else f"all questions already built for build hash {summary.build_hash}; {kept} kept")
+    if len(summary.endpoints) > 1:  # replicas: where the calls went
+        detail += "; " + ", ".join(f"{e['url']} {e['calls']} calls ({e['failed']} failed, out {e['taken_out']}x)"
+                                   for e in summary.endpoints)
     report.add(StageReport("build", recipe.name, status, summary.seconds, detail, dict(summary.timings)), say)
 
 
