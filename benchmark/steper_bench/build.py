@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from steper_bench.console import logged
-from steper_bench.recipe import Recipe, RecipeError, expand_env
+from steper_bench.recipe import Recipe, RecipeError, endpoint_urls, expand_env
 from steper_bench.records import Question, Trajectory
 from steper_bench.runs import RunPaths, atomic_write_text
 from steper_bench.timing import PhaseClock, Timed
@@ -78,6 +78,7 @@ class BuildSummary:
     cache_hits: int = 0
     errors: int = 0  # requests that still failed after their retries
     retries: int = 0  # transport retries (429, 5xx, timeouts) the generator made
+    endpoints: list[dict] = field(default_factory=list)  # per teacher endpoint: url, calls, ok, failed, taken_out
     estimated_requests: int = 0  # dry run: upper bound for the remaining questions
     dry_run: bool = False
     shard: tuple[int, int] | None = None
@@ -113,6 +114,8 @@ class BuildSummary:
             lines.append(f"  requests {self.requests}, cache hits {self.cache_hits}, retries {self.retries}, "
                          f"failed {self.errors}; "
                          f"{self.seconds:.1f}s ({t})")
+            lines += [f"  endpoint {e['url']}: {e['calls']} calls, {e['ok']} ok, {e['failed']} failed, "
+                      f"taken out {e['taken_out']}x, concurrency {e['limit']}" for e in self.endpoints]
         lines += [f"  {k}: {v}" for k, v in self.paths.items()]
         return "\n".join(lines)
 
@@ -126,17 +129,23 @@ def preflight(recipe: Recipe, *, network: bool = True) -> list[str]:
     t = recipe.teacher
     if t.backend == "openai":
         try:
-            expand_env(t.base_url, what="teacher.base_url")
+            for url in endpoint_urls(t.base_url):
+                expand_env(url, what="teacher.base_url")
             expand_env(t.api_key, what="teacher.api_key")
         except RecipeError as e:
             raise BuildError(f"{e} or use recipes/quickstart.yaml for an offline run") from None
         if not t.base_url and not (t.api_key or os.environ.get("OPENAI_API_KEY")):
             raise BuildError("teacher.base_url is not set and there is no OPENAI_API_KEY: set teacher.base_url "
                              "to an OpenAI-compatible endpoint (e.g. vLLM) or export OPENAI_API_KEY")
+    if t.backend == "vllm":
+        from steper_bench.generation.vllm_offline import available
+
+        if available():
+            raise BuildError(f"teacher.{available()}; or use recipes/quickstart.yaml for an offline run")
     if network:
         _check_hub(recipe, notes)
         if t.backend == "openai" and t.base_url:
-            _check_endpoint(recipe)
+            notes += _check_endpoint(recipe)
     return notes
 
 
@@ -155,13 +164,13 @@ def _check_hub(recipe: Recipe, notes: list[str]) -> None:
     check_hub(recipe.source.hub_id)
 
 
-def _check_endpoint(recipe: Recipe) -> None:
+def _check_endpoint(recipe: Recipe) -> list[str]:
     from steper_bench.generation import GeneratorError
     from steper_bench.generation.openai_compat import check_endpoint
 
     t = recipe.teacher
     try:
-        check_endpoint(t.base_url, t.api_key, field="teacher.base_url", model=t.model)
+        return check_endpoint(t.base_url, t.api_key, field="teacher.base_url", model=t.model)
     except GeneratorError as e:
         raise BuildError(f"{e}; or use recipes/quickstart.yaml for an offline run") from None
 
@@ -401,6 +410,7 @@ def build(
             for split in recipe.dataset.splits:
                 say(f"merged {merge_shards(paths, split)} {split} trajectories from shards")
         done = _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say)
+        _fail_if_all_failed(summary, done, scope)
         for split in recipe.dataset.splits:
             summary.splits[split].skipped_records = len(loaded[split].skipped)
         if shard is None:
@@ -460,8 +470,25 @@ def _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say
             summary.splits[split].generated = len(trajs)
     finally:
         summary.retries = getattr(generator, "stats", {}).get("retries", 0)
+        summary.endpoints = generator.endpoints() if hasattr(generator, "endpoints") else []
         generator.close()
     return done
+
+
+def _fail_if_all_failed(summary: BuildSummary, done, scope) -> None:
+    """A build whose every new trajectory failed on teacher errors is an error, not an empty
+    dataset: the message names the first error (with its endpoint). The failures are on disk and
+    in the cache's failure table; the next run retries them."""
+    generated = sum(st.generated for st in summary.splits.values())
+    new = [done[s][q.id] for s, qs in scope.items() for q in qs if q.id in done[s]]
+    failed = [t for t in new if t.stop_reason == "failed"]
+    if not generated or not summary.errors or len(failed) < len(new):
+        return
+    first = next((st.error for t in failed for st in t.steps if st.error), "no error recorded")
+    msg = (f"all {len(failed)} questions failed: every teacher request failed after its retries (first error: "
+           f"{first}); check teacher.base_url, teacher.model and the server's log, then re-run (the failed "
+           "questions are retried, finished work is kept)")
+    raise BuildError(msg)
 
 
 def _timed(writer: TrajectoryWriter, clock: PhaseClock):

@@ -7,8 +7,15 @@ Secrets never go in: `key()` and `put()` raise on fields named like credentials 
 authorization, ...), so an API key can never end up in the file.
 
 Only successes are returned by `get`; failures go to their own table (`record_failure`) so a
-re-run retries them. Safe under concurrent writers: one connection per thread and process,
+re-run retries them. Requests sent through a batch interface (generation/batch.py) are recorded
+with their batch id (`record_batch`) the moment it exists, so a run killed while the batch runs
+collects that batch instead of paying for a new one. Safe under concurrent writers: one connection per thread and process,
 WAL, and a busy timeout, so writers wait for each other instead of failing.
+
+`CacheWriter(cache)` writes from a thread of its own, a transaction per burst of answers: an
+event loop that receives a thousand answers a second hands each one over (`put` / `fail`, a
+queue append) instead of waiting on SQLite, and each answer is on disk milliseconds later;
+`flush()` waits until everything handed over is written.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -32,6 +40,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS failures (
   key TEXT PRIMARY KEY, error TEXT NOT NULL, count INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, created REAL NOT NULL);
 """
 
 
@@ -158,6 +167,22 @@ class RequestCache:
         row = self._conn().execute("SELECT error FROM failures WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_guarded
+    def record_batch(self, keys: list[str], batch_id: str) -> None:
+        self._retry(lambda: self._write(
+            "INSERT OR REPLACE INTO batches (key, batch_id, created) VALUES (?, ?, ?)",
+            [(k, batch_id, time.time()) for k in keys]))
+
+    @_guarded
+    def batch_of(self, key: str) -> str | None:
+        """The batch a request was sent in and whose results were not collected yet."""
+        row = self._conn().execute("SELECT batch_id FROM batches WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @_guarded
+    def forget_batch(self, keys: list[str]) -> None:
+        self._retry(lambda: self._write("DELETE FROM batches WHERE key = ?", [(k,) for k in keys]))
+
     def _write(self, sql: str, rows: list[tuple]) -> None:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
@@ -183,3 +208,63 @@ class RequestCache:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class CacheWriter:
+    """Successes and failures written by a background thread, each burst in one transaction."""
+
+    def __init__(self, cache: RequestCache):
+        self.cache = cache
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        self._done = threading.Condition()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cache-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, key: str, value: dict) -> None:
+        _check_no_secrets(value, "a cached value")
+        self._hand(("put", key, value))
+
+    def fail(self, key: str, error: str) -> None:
+        self._hand(("fail", key, error))
+
+    def _hand(self, item: tuple) -> None:
+        with self._done:
+            self._pending += 1
+        self._q.put(item)
+
+    def flush(self) -> None:
+        """Wait until every answer handed over is written; a write error is raised here."""
+        with self._done:
+            self._done.wait_for(lambda: self._pending == 0 or self._error is not None)
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        self.flush()
+        self._q.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not None:
+            burst = [item]
+            while len(burst) < 1024:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                burst.append(nxt)
+            try:
+                self.cache.put_many([(k, v) for kind, k, v in burst if kind == "put"])
+                for kind, k, error in burst:
+                    if kind == "fail":
+                        self.cache.record_failure(k, error)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller at flush()
+                self._error = e
+            with self._done:
+                self._pending -= len(burst)
+                self._done.notify_all()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from steper_bench.recipe import Recipe, expand_env
+from steper_bench.recipe import Recipe
 from steper_bench.runs import RunPaths
 
 STAGES = ("build", "train", "eval", "judge")
@@ -88,6 +88,9 @@ def _build(recipe, force, progress, say, report) -> None:
     detail = (f"{generated} questions generated, {kept} trajectories kept; {summary.requests} requests, "
               f"{summary.retries} retries, {summary.errors} failed"
               if generated else f"all questions already built for build hash {summary.build_hash}; {kept} kept")
+    if len(summary.endpoints) > 1:  # replicas: where the calls went
+        detail += "; " + ", ".join(f"{e['url']} {e['calls']} calls ({e['failed']} failed, out {e['taken_out']}x)"
+                                   for e in summary.endpoints)
     report.add(StageReport("build", recipe.name, status, summary.seconds, detail, dict(summary.timings)), say)
 
 
@@ -137,12 +140,11 @@ def _judge_reachable(recipe: Recipe, say) -> bool:
     if not cfg.enabled:
         say("[judge] skipped: eval.judge.enabled is false (set it and eval.judge.base_url to grade reasoning)")
         return False
-    import httpx
+    from steper_bench.generation.openai_compat import check_endpoint
 
-    try:
-        base = expand_env(cfg.base_url, what="eval.judge.base_url") or "https://api.openai.com/v1"
-        httpx.get(base.rstrip("/") + "/models", timeout=5.0)
-    except Exception as e:  # any failure to connect means: skip, with the reason
+    try:  # one replica answering is enough: the transport takes the others out and probes them
+        check_endpoint(cfg.base_url, None, field="eval.judge.base_url", model=cfg.model)
+    except Exception as e:  # noqa: BLE001 - any failure to connect means: skip, with the reason
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         say(f"[judge] skipped: the judge endpoint is not reachable ({reason})")
         return False

@@ -120,6 +120,7 @@ def dataset_card(recipe: Recipe, summary, loaded: dict | None = None) -> str:
         splits=splits,
         counts=summary.counts,
         split_stats=summary.splits,
+        endpoints=getattr(summary, "endpoints", []),
         drop_reasons=DROP_REASONS,
         sources={s: {"origin": _public_origin(r.path_or_id, recipe), "revision": r.revision,
                      "loaded": len(r.questions), "skipped": len(r.skipped)} for s, r in (loaded or {}).items()},

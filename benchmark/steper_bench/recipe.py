@@ -16,10 +16,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steper_bench.methods import Method
 from steper_bench.methods import resolve as resolve_method
@@ -30,9 +30,31 @@ ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 UNHASHED = {"hash": False}
 
 
+def _concurrency(v: Any) -> Any:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return v
+    raise ValueError(f"a positive integer or auto, got {v!r}")
+
+
+Concurrency = Annotated[int | Literal["auto"], BeforeValidator(_concurrency)]  # in flight per endpoint, or auto
+
+
 def Unhashed(default: Any = None, **kw: Any) -> Any:
     """A field that does not change results and so stays out of the content hash."""
     return Field(default, json_schema_extra=UNHASHED, **kw)
+
+
+def Replicas(default: Any = None, **kw: Any) -> Any:
+    """An endpoint URL or a list of replicas of one model: only the first enters the hash, so
+    adding or removing a replica redoes nothing."""
+    return Field(default, json_schema_extra={"hash": "first"}, **kw)
+
+
+def endpoint_urls(value: str | list[str] | None) -> list[str]:
+    """The replicas a base_url field names, in order (the first one names the model)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 class Section(BaseModel):
@@ -155,22 +177,43 @@ class FrameworkConfig(Section):
 class GeneratorConfig(Section):
     """A generator: teacher, student backend, or judge."""
 
-    backend: str = "supporting-facts"  # a registered generator: openai | transformers | supporting-facts | ...
+    backend: str = "supporting-facts"  # a registered generator: openai | transformers | vllm | supporting-facts | ...
     model: str = "supporting-facts"
-    base_url: str | None = None  # OpenAI-compatible endpoint, e.g. ${env:TEACHER_BASE_URL}
+    # OpenAI-compatible endpoint, e.g. ${env:TEACHER_BASE_URL}, or a list of replicas of one model
+    # (requests go to the least busy; the first URL names the teacher in the hash and cache keys).
+    base_url: str | list[str] | None = Replicas(None)
     api_key: str | None = Unhashed(None)  # e.g. ${env:OPENAI_API_KEY}; never stored expanded
-    api: Literal["completions", "chat"] = "completions"
+    # completions | chat | batch (chat completions through OpenAI's Batch interface: half price,
+    # answers within 24 h; generation/batch.py)
+    api: Literal["completions", "chat", "batch"] = "completions"
+    batch_poll_s: float = Unhashed(30.0, gt=0)  # api: batch: seconds between polls of a running batch
     revision: str | None = None
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
-    concurrency: int = Unhashed(16, ge=1)
+    # Requests in flight per endpoint, or auto: each endpoint's knee, found by the client, up to
+    # max_concurrency (generation/knee.py).
+    concurrency: Concurrency = Unhashed(16)
+    max_concurrency: int = Unhashed(256, ge=1)
     batch_size: int = Unhashed(16, ge=1)  # local transformers batch
     timeout_s: float = Unhashed(120.0, gt=0)
     max_retries: int = Unhashed(6, ge=0)
     device: str | None = Unhashed(None)  # local transformers: cpu / cuda / auto
+    # backend vllm: arguments for vllm.LLM as they are (tensor_parallel_size, gpu_memory_utilization, ...)
+    engine_args: dict[str, Any] = Unhashed({})
 
     _backend = registered(GENERATORS, "backend")
+    _base_url = field_validator("base_url")(classmethod(lambda cls, v: _check_urls(v)))
+
+
+def _check_urls(v: str | list[str] | None) -> str | list[str] | None:
+    if isinstance(v, list):
+        if not v:
+            raise ValueError("base_url: an empty list; give one URL or a list of replicas")
+        if len(set(v)) != len(v):
+            raise ValueError("base_url: the same URL twice in the list of replicas")
+        return v[0] if len(v) == 1 else v
+    return v
 
 
 class DatasetConfig(Section):
@@ -261,11 +304,16 @@ class TrainConfig(Section):
 class JudgeConfig(Section):
     enabled: bool = False
     model: str = "gpt-4o"
-    base_url: str | None = None  # default: OpenAI's, via the openai client
+    base_url: str | list[str] | None = Replicas(None)  # default: OpenAI's; or a list of replicas
     api_key: str | None = Unhashed("${env:OPENAI_API_KEY}")
-    concurrency: int = Unhashed(16, ge=1)
+    concurrency: Concurrency = Unhashed(16)  # per endpoint
+    max_concurrency: int = Unhashed(256, ge=1)  # the bound of concurrency: auto
+    api: Literal["chat", "batch"] = "chat"  # batch: OpenAI's Batch interface (a round per batch)
+    batch_poll_s: float = Unhashed(30.0, gt=0)
     timeout_s: float = Unhashed(120.0, gt=0)
     max_retries: int = Unhashed(6, ge=0)
+
+    _base_url = field_validator("base_url")(classmethod(lambda cls, v: _check_urls(v)))
 
 
 class EvalModel(Section):
@@ -410,9 +458,12 @@ def digest(obj: Any) -> str:
 def _hashed(model: BaseModel) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, info in type(model).model_fields.items():
-        if (info.json_schema_extra or {}).get("hash") is False:
+        rule = (info.json_schema_extra or {}).get("hash")
+        if rule is False:
             continue
         value = getattr(model, name)
+        if rule == "first" and isinstance(value, list):
+            value = value[0] if value else None
         out[name] = _hashed(value) if isinstance(value, BaseModel) else _jsonable(value)
     return out
 

@@ -10,6 +10,20 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
+def _plain(x: Any) -> Any:
+    """dataclasses.asdict without its deep copies (a build writes a trajectory per question,
+    thousands a second): records hold str, numbers, bools, None, lists, tuples, dicts and records."""
+    if hasattr(x, "__dataclass_fields__"):
+        return {name: _plain(getattr(x, name)) for name in x.__dataclass_fields__}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_plain(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
 @dataclass(frozen=True)
 class Paragraph:
     """One retrievable paragraph. `pid` is stable across loads: `<question id>-<index>` for
@@ -112,8 +126,8 @@ class Trajectory:
         return [s.reasoning for s in self.steps]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["paragraphs"] = [asdict(p) for p in self.paragraphs.values()]
+        d = _plain(self)
+        d["paragraphs"] = list(d["paragraphs"].values())
         return d
 
     @classmethod

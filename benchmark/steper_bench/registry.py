@@ -158,4 +158,5 @@ RETRIEVERS.add("elasticsearch", "steper_bench.retrieval.elasticsearch:make")
 
 GENERATORS.add("openai", "steper_bench.generation.openai_compat:make")
 GENERATORS.add("transformers", "steper_bench.generation.local:make")
+GENERATORS.add("vllm", "steper_bench.generation.vllm_offline:make")
 GENERATORS.add("supporting-facts", "steper_bench.generation.supporting_facts:make")

@@ -50,12 +50,26 @@ class Timed:
     def generate(self, requests):
         with self.clock(self.phase):
             results = self.inner.generate(requests)
+        self._count(results)
+        return results
+
+    # A streaming generator (see reasoning/loop.py): the time spent sending and waiting counts.
+    def submit(self, requests, tags):
+        with self.clock(self.phase):
+            self.inner.submit(requests, tags)
+
+    def completed(self):
+        with self.clock(self.phase):
+            done = self.inner.completed()
+        self._count([r for _, r in done])
+        return done
+
+    def _count(self, results) -> None:
         if self.counts is not None:
             for r in results:
                 self.counts.cache_hits += bool(r.cached)
                 self.counts.requests += not r.cached
                 self.counts.errors += bool(r.error)
-        return results
 
     def retrieve(self, queries, k, question_ids=None):
         with self.clock(self.phase):

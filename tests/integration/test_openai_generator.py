@@ -109,12 +109,21 @@ def test_hang_times_out_and_is_retried():
     assert out[0].text == "ok." and server.count == 2 and 0.5 <= elapsed < 2.5
 
 
-@pytest.mark.parametrize("fault", [Reply(raw=b'{"choices": [{"text": "tru'), Reply(drop=True)],
-                         ids=["truncated-json", "dropped-connection"])
+@pytest.mark.parametrize("fault", [
+    Reply(raw=b'{"choices": [{"text": "tru'), Reply(drop=True), Reply(raw=b"<html>502 upstream</html>"),
+    Reply(json={"object": "text_completion"}), Reply(json={"choices": []}), Reply(json={"choices": [{"text": 7}]}),
+], ids=["truncated-json", "dropped-connection", "not-json", "no-choices", "empty-choices", "text-not-a-string"])
 def test_broken_answer_is_retried(fault):
     with scripted_server(sequence(lambda r: fault, fixed_text("ok."))) as server, gen(server) as g:
         out = g.generate(reqs(1))
-    assert out[0].text == "ok." and g.stats["retries"] >= 1
+    assert out[0].text == "ok." and g.stats["retries"] == 1 and server.count == 2
+
+
+def test_a_malformed_200_that_persists_fails_the_request_naming_the_endpoint():
+    with scripted_server(lambda r: Reply(raw=b"<html>oops</html>")) as server, gen(server, max_retries=2) as g:
+        out = g.generate(reqs(1))
+    assert server.count == 3 and g.stats["retries"] == 2 and g.stats["errors"] == 1
+    assert out[0].error == f"malformed response: not JSON: '<html>oops</html>' from {server.base_url} (after 3 attempts)"
 
 
 def test_server_dies_and_comes_back():

@@ -92,7 +92,7 @@ def test_loop_concurrency_efficiency():
         cfg = GeneratorConfig(backend="openai", model="m", base_url=server, timeout_s=10, max_retries=0, concurrency=C)
         with OpenAIGenerator(cfg, None, max_new_tokens=32) as g:
             t = time.perf_counter()
-            trajs = run_loop(qs, retriever, g, LoopSettings(max_steps=S, few_shot=0), progress=False)
+            trajs = run_loop(qs, retriever, g, LoopSettings(max_steps=S), progress=False)
             took = time.perf_counter() - t
     assert all(t.stop_reason == "answered" and len(t.steps) == S for t in trajs), {t.stop_reason for t in trajs}
     ideal = len(qs) * S * d / C

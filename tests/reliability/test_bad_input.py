@@ -77,6 +77,40 @@ def test_a_run_whose_questions_all_failed_is_stored_failed_hidden_and_exits_non_
         con.close()
 
 
+MALFORMED = {"not-json": b"<html>upstream error</html>", "no-choices": b'{"object": "text_completion"}',
+             "wrong-shape": b'{"choices": "no"}'}
+
+
+def _malformed(body: bytes):
+    def handler(req):
+        if req.method == "GET":
+            return Reply(json={"object": "list", "data": [{"id": "m", "object": "model"}]})
+        return Reply(raw=body)  # 200, valid HTTP, but not an answer
+
+    return handler
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_a_teacher_answering_malformed_200s_fails_the_build_naming_the_endpoint(tmp_path, kind):
+    with scripted_server(_malformed(MALFORMED[kind])) as server:
+        sets = [*FAST, f"runs_dir={tmp_path / 'runs'}", "teacher.backend=openai", "teacher.model=m",
+                f"teacher.base_url={server}", "teacher.max_retries=1", "dataset.filter=all"]
+        p = _cli(tmp_path, ["build", str(QUICKSTART), "-q", *sets_args(sets)], f"malformed-{kind}")
+        posts = sum(r.method == "POST" for r in server.requests)
+    text = _clear_failure(p, "all 12 questions failed", "malformed response", f"from {server.base_url}",
+                          "(after 2 attempts)")
+    assert posts == 12 * 2  # each retried like a 5xx, then failed
+    assert "AttributeError" not in text
+    assert not list((tmp_path / "runs").glob("*/dataset"))  # no empty dataset reported as a success
+
+
+def test_a_student_answering_non_json_fails_the_eval_naming_the_endpoint(tmp_path):
+    with scripted_server(_malformed(MALFORMED["not-json"])) as server:
+        p = _cli(tmp_path, ["eval", str(QUICKSTART), "--model", f"openai:m@{server}", "--db", "r.duckdb",
+                            *sets_args([*FAST, "eval.max_retries=1"])], "malformed-student")
+    _clear_failure(p, "all 3 questions failed", "malformed response: not JSON", f"from {server.base_url}")
+
+
 def test_unknown_model_form_lists_the_accepted_forms(tmp_path):
     p = _cli(tmp_path, ["eval", str(QUICKSTART), "--model", "bogus:thing", *sets_args(FAST)], "bogus")
     _clear_failure(p, "not a model spec; accepted forms:", "openai:MODEL@BASE_URL", "trained:METHOD")

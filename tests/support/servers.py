@@ -22,6 +22,19 @@ scripted_server(handler) -> ScriptedServer (a str: the base_url, ending in /v1)
     The server object also records every request (`server.requests`, `server.count`), and can
     go down and come back on the same port: `server.stop()`, `server.start()`, or
     `server.down_for(seconds)` (connections are refused meanwhile).
+
+    Options: `capacity=B` serves at most B requests at once (a reply's delay is spent holding a
+    slot; the rest wait in a queue: the capacity model of an inference server); `inline=True`
+    calls the handler on the server's event loop (no thread hop: for fast, non-blocking
+    handlers in benchmarks). `server.stats()` (also GET /_stats): requests, answered 200s,
+    prompts answered more than once, the busy window (first arrival to last answer).
+
+steps_teacher(steps, delay_s) -> Handler
+    An IRCoT-shaped teacher for builds: each chain answers at its step `steps`.
+
+serve_subprocess(handler_name, **options) -> RemoteServer (a str: the base_url)
+    The same server in a child process (`python tests/support/servers.py`), so a benchmark's
+    process CPU is the client's alone and a test can SIGKILL it: `.stats()`, `.kill()`.
 """
 
 from __future__ import annotations
@@ -39,8 +52,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +132,7 @@ class Req:
     headers: dict[str, str]  # names lower-cased
     body: Any  # parsed JSON (None if not JSON)
     time: float  # time.monotonic() at arrival
+    raw: bytes = b""  # the body as sent (uploads)
 
     @property
     def is_chat(self) -> bool:
@@ -177,11 +191,16 @@ class ScriptedServer(str):
     run on a thread pool, so a handler may block (time.sleep) without stalling others.
     """
 
-    def __new__(cls, handler: Handler, port: int | None = None):
+    def __new__(cls, handler: Handler, port: int | None = None, *, capacity: int | None = None,
+                inline: bool = False):
         port = port or free_port()
         self = super().__new__(cls, f"http://{LOOPBACK}:{port}/v1")
-        self.port, self.handler = port, handler
+        self.port, self.handler, self.capacity, self.inline = port, handler, capacity, inline
         self.requests: list[Req] = []
+        self.answered: dict[str, int] = {}  # prompt (or messages) -> 200s written
+        self._slots = None  # asyncio.Semaphore(capacity), made on the server's loop
+        self._first = self._last = 0.0
+        self._in_flight = self._max_in_flight = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="scripted")
@@ -200,14 +219,30 @@ class ScriptedServer(str):
         with self._lock:
             return len(self.requests)
 
-    def _log(self, method: str, path: str, headers: dict, body: Any) -> Req:
+    def _log(self, method: str, path: str, headers: dict, body: Any, raw: bytes = b"") -> Req:
         with self._lock:
-            req = Req(len(self.requests), method, path, headers, body, time.monotonic())
+            req = Req(len(self.requests), method, path, headers, body, time.monotonic(), raw)
             self.requests.append(req)
         return req
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    def stats(self) -> dict:
+        with self._lock:
+            repeated = sum(n - 1 for n in self.answered.values() if n > 1)
+            return {"requests": len(self.requests), "answered": sum(self.answered.values()), "repeated": repeated,
+                    "window_s": max(self._last - self._first, 0.0), "max_in_flight": self._max_in_flight}
+
+    def _answered(self, req: Req, status: int) -> None:
+        body = req.body if isinstance(req.body, dict) else {}
+        if req.method != "POST":
+            return
+        with self._lock:
+            self._last = time.monotonic()
+            if status == 200:
+                what = json.dumps(body.get("prompt", body.get("messages")))
+                self.answered[what] = self.answered.get(what, 0) + 1
 
     def start(self) -> None:
         async def up():
@@ -267,16 +302,39 @@ class ScriptedServer(str):
             headers[k.strip().lower()] = v.strip()
         n = int(headers.get("content-length") or 0)
         raw = await reader.readexactly(n) if n else b""
+        if path.endswith("/_stats"):
+            return await self._write(writer, Reply(json=self.stats()))
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        req = self._log(method, path, headers, body)
-        reply = await self._loop.run_in_executor(self._pool, self.handler, req)
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)  # cancelled by stop()
-        if reply.drop:
-            return False
+        req = self._log(method, path, headers, body, raw)
+        if not self._first and method == "POST":
+            self._first = req.time
+        if self.capacity and self._slots is None:
+            self._slots = asyncio.Semaphore(self.capacity)
+        if self._slots is not None and method == "POST":
+            async with self._slots:  # queued until one of the B slots is free
+                return await self._answer(req, writer)
+        return await self._answer(req, writer)
+
+    async def _answer(self, req: Req, writer: asyncio.StreamWriter) -> bool:
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            reply = self.handler(req) if self.inline else await self._loop.run_in_executor(self._pool, self.handler, req)
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)  # cancelled by stop()
+            if reply.drop:
+                return False
+            ok = await self._write(writer, reply)
+            self._answered(req, reply.status)
+            return ok
+        finally:
+            self._in_flight -= 1
+
+    @staticmethod
+    async def _write(writer: asyncio.StreamWriter, reply: Reply) -> bool:
         data = reply.raw if reply.raw is not None else json.dumps(reply.json).encode()
         head = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Status')}",
                 "Content-Type: application/json", f"Content-Length: {len(data)}"]
@@ -292,10 +350,103 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"
 
 
 @contextlib.contextmanager
-def scripted_server(handler: Handler, port: int | None = None) -> Iterator[ScriptedServer]:
-    server = ScriptedServer(handler, port)
+def scripted_server(handler: Handler, port: int | None = None, **options) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(handler, port, **options)
     server.start()
     try:
         yield server
     finally:
         server.close()
+
+
+# -- handlers for builds and benchmarks -------------------------------------------------------------
+
+
+def models_list(req: Req) -> Reply:
+    return Reply(json={"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+
+def steps_teacher(steps: int, delay_s: float = 0.0) -> Handler:
+    """IRCoT-shaped answers: the sentences after the prompt's last "A:" are the chain so far; the
+    next one is "Fact k is about <question words>.", or at step `steps` "So the answer is: yes."."""
+
+    def handle(req: Req) -> Reply:
+        body = req.body if isinstance(req.body, dict) else {}
+        prompt = body.get("prompt") or (body.get("messages") or [{}])[-1].get("content")
+        if not prompt:
+            return models_list(req)
+        chain = prompt.rsplit("\nA:", 1)[-1]
+        done = chain.count(". ") + chain.rstrip().endswith(".")
+        if done + 1 >= steps:
+            return Reply.text(req, " So the answer is: yes.", delay_s=delay_s)
+        question = prompt.rsplit("\nQ: ", 1)[-1].split("\nA:", 1)[0]
+        words = " ".join(w for w in question.replace("?", " ").split()[:6] if w.isalnum())
+        return Reply.text(req, f" Fact {done + 1} is about {words}.", delay_s=delay_s)
+
+    return handle
+
+
+HANDLERS: dict[str, Callable[..., Handler]] = {"steps": steps_teacher, "fixed": fixed_text}
+
+
+# -- the same server in a child process -------------------------------------------------------------
+
+
+class RemoteServer(str):
+    """A ScriptedServer in a child process: the base_url, its PID, stats over HTTP, SIGKILL."""
+
+    def __new__(cls, url: str, proc: subprocess.Popen):
+        self = super().__new__(cls, url)
+        self.proc = proc
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self}/_stats", timeout=10).json()
+
+    def kill(self) -> None:
+        """kill -9, by its PID: connections are cut, later ones refused."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_subprocess(handler: str, *, port: int | None = None, capacity: int | None = None,
+                     **params) -> Iterator[RemoteServer]:
+    """`HANDLERS[handler](**params)` served (inline) by a child process on loopback."""
+    port = port or free_port()
+    args = [sys.executable, __file__, handler, str(port), json.dumps(params), str(capacity or 0)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    server = RemoteServer(f"http://{LOOPBACK}:{port}/v1", proc)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"scripted server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                server.stats()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield server
+    finally:
+        server.kill()
+
+
+def _serve_main(argv: list[str]) -> None:
+    name, port, params, capacity = argv
+    handler = HANDLERS[name](**json.loads(params))
+    server = ScriptedServer(handler, int(port), capacity=int(capacity) or None, inline=True)
+    server.start()
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    _serve_main(sys.argv[1:])

@@ -11,7 +11,8 @@ three abilities the paper names, and pairwise comparisons of two runs.
   when the server accepts it; lenient parsing, then ONE repair turn asking for valid JSON.
 - Failures (transport errors after the client's retries, refusals, invalid JSON after the
   repair) are stored with status 'failed' and counted; never dropped, never scored as zero.
-- One request cache (steper_bench.cache.RequestCache), bounded async concurrency.
+- One request cache (steper_bench.cache.RequestCache); the transport teacher and students use
+  (generation/transport.py): counted retries, replicas, bounded or `auto` concurrency.
 - Pairwise: each question and ability asked as A/B and again as B/A; the two verdicts must
   agree, otherwise it is a tie.
 """
@@ -49,32 +50,46 @@ def rubric() -> dict[str, str]:
     return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
 
 
-# -- settings and transport ------------------------------------------------------------------------
+# -- settings and the client ------------------------------------------------------------------------
 
 
 @dataclass
 class JudgeSettings:
     model: str = "gpt-4o"
-    base_url: str | None = None
+    base_url: str | list[str] | None = None  # one URL or replicas; None: OpenAI's
     api_key: str = field(default="", repr=False)
-    concurrency: int = 16
+    concurrency: int | str = 16  # per endpoint, or "auto"
     timeout_s: float = 120.0
     max_retries: int = 6
     paragraph_chars: int = 1200
     max_tokens: int = 512  # a verdict is short; the cap bounds a rambling judge
+    max_concurrency: int = 256
+    api: str = "chat"  # chat | batch (OpenAI's Batch interface: one batch per round, then one for repairs)
+    batch_poll_s: float = 30.0
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> JudgeSettings:
+        from steper_bench.recipe import endpoint_urls
+
         j = recipe.eval.judge
-        base_url = expand_env(j.base_url, what="eval.judge.base_url")
+        urls = [expand_env(u, what="eval.judge.base_url") for u in endpoint_urls(j.base_url)]
         try:
             key = expand_env(j.api_key, what="eval.judge.api_key") or ""
         except RecipeError:
-            if not base_url:  # OpenAI itself needs a key; a local server usually does not
+            if not urls:  # OpenAI itself needs a key; a local server usually does not
                 raise
             key = ""
+        base_url = (urls[0] if len(urls) == 1 else urls) if urls else None
         return cls(j.model, base_url, key or "EMPTY", j.concurrency, j.timeout_s, j.max_retries,
-                   recipe.framework.paragraph_chars)
+                   recipe.framework.paragraph_chars, max_concurrency=j.max_concurrency, api=j.api,
+                   batch_poll_s=j.batch_poll_s)
+
+    @property
+    def urls(self) -> list[str]:
+        from steper_bench.generation.openai_compat import OPENAI_URL
+        from steper_bench.recipe import endpoint_urls
+
+        return endpoint_urls(self.base_url) or [OPENAI_URL]
 
 
 @dataclass
@@ -87,21 +102,21 @@ class Answer:
 
 
 class JudgeClient:
-    """Asks one judge model; caches successes, records failures, bounds concurrency."""
+    """Asks one judge model through the shared transport (generation/transport.py: its retries,
+    routing over replicas, bounds); caches successes, records failures."""
 
     def __init__(self, settings: JudgeSettings, cache: RequestCache | None):
-        from openai import AsyncOpenAI
+        from steper_bench.generation.openai_compat import settings_of
+        from steper_bench.generation.transport import Transport
 
         self.s, self.cache = settings, cache
-        self.client = AsyncOpenAI(
-            base_url=settings.base_url, api_key=settings.api_key,
-            timeout=settings.timeout_s, max_retries=settings.max_retries,
-        )
-        self._sem = asyncio.Semaphore(settings.concurrency)
+        urls = settings.urls[:1] if settings.api == "batch" else settings.urls  # a batch lives where it was sent
+        self.transport = Transport(urls, settings.api_key, settings_of(settings))
         self._json_mode = True  # switched off once if the server rejects response_format
 
     def _key(self, messages: list[dict]) -> str:
-        return RequestCache.key(kind="judge", base_url=self.s.base_url or "openai", model=self.s.model,
+        first = self.s.urls[0] if self.s.base_url else "openai"
+        return RequestCache.key(kind="judge", base_url=first, model=self.s.model,
                                 messages=messages, temperature=0.0, rubric_version=RUBRIC_VERSION)
 
     async def ask(self, messages: list[dict], kind: str) -> Answer:
@@ -110,8 +125,7 @@ class JudgeClient:
         if hit is not None:
             value, why = parse_verdict(hit["text"], kind)
             return Answer("ok", value, why, cached=True)
-        async with self._sem:
-            answer, text = await self._ask_with_repair(messages, kind)
+        answer, text = await self._ask_with_repair(messages, kind)
         if self.cache is not None:
             if answer.status == "ok":
                 self.cache.put(key, {"text": text})
@@ -119,49 +133,119 @@ class JudgeClient:
                 self.cache.record_failure(key, answer.error)
         return answer
 
+    async def ask_all(self, reqs: list[tuple[list[dict], str]]) -> list[Answer]:
+        if self.s.api == "batch":
+            return await self._ask_all_batched(reqs)
+        return list(await asyncio.gather(*(self.ask(m, kind) for m, kind in reqs)))
+
     async def _ask_with_repair(self, messages: list[dict], kind: str) -> tuple[Answer, str]:
+        text, error = await self._chat(messages)
+        if error:
+            return Answer("failed", error=error), ""
         try:
-            text = await self._chat(messages)
+            value, why = parse_verdict(text, kind)
+            return Answer("ok", value, why), text
+        except ValueError:
+            pass
+        text2, error = await self._chat(_repair(messages, text))
+        if error:
+            return Answer("failed", error=error), ""
+        return _repaired(text2, kind), text2
+
+    async def _ask_all_batched(self, reqs: list[tuple[list[dict], str]]) -> list[Answer]:
+        """`api: batch`: every question in one batch, then the repair turns in a second one."""
+        from steper_bench.generation.batch import BatchClient
+        from steper_bench.generation.transport import chat_text
+
+        batches = BatchClient(self.transport, self.cache, lambda b: chat_text(b)[0], poll_s=self.s.batch_poll_s)
+        answers: list[Answer | None] = [None] * len(reqs)
+        keys = [self._key(m) for m, _ in reqs]
+        for i, key in enumerate(keys):
+            hit = self.cache.get(key) if self.cache is not None else None
+            if hit is not None:
+                answers[i] = Answer("ok", *parse_verdict(hit["text"], reqs[i][1]), cached=True)
+        todo = [i for i, a in enumerate(answers) if a is None]
+        first = await self._batch(batches, {keys[i]: self._body(reqs[i][0]) for i in todo})
+        texts, repairs = {}, {}
+        for i in todo:
+            a, kind = first[keys[i]], reqs[i][1]
+            if a.error:
+                answers[i] = Answer("failed", error=a.error)
+                continue
             try:
-                value, why = parse_verdict(text, kind)
-                return Answer("ok", value, why), text
+                answers[i], texts[i] = Answer("ok", *parse_verdict(a.value, kind)), a.value
             except ValueError:
-                pass
-            repair = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": rubric()["repair"]}]
-            text2 = await self._chat(repair)
-            try:
-                value, why = parse_verdict(text2, kind)
-                return Answer("ok", value, why), text2
-            except ValueError as e:
-                return Answer("failed", error=f"invalid JSON after the repair retry: {e}; reply: {text2[:300]!r}"), text2
-        except Exception as e:  # transport: the openai client has already retried
-            return Answer("failed", error=f"{type(e).__name__}: {str(e)[:500]}"), ""
+                repairs[i] = _repair(reqs[i][0], a.value)
+        rkeys = {i: self._key(m) for i, m in repairs.items()}
+        second = await self._batch(batches, {rkeys[i]: self._body(m) for i, m in repairs.items()})
+        for i in repairs:
+            a = second[rkeys[i]]
+            answers[i] = Answer("failed", error=a.error) if a.error else _repaired(a.value, reqs[i][1])
+            texts[i] = a.value or ""
+        for i in todo:
+            if self.cache is not None:
+                if answers[i].status == "ok":
+                    self.cache.put(keys[i], {"text": texts[i]})
+                else:
+                    self.cache.record_failure(keys[i], answers[i].error)
+        return answers  # type: ignore[return-value]
 
-    async def _chat(self, messages: list[dict]) -> str:
-        from openai import BadRequestError
+    async def _batch(self, batches, bodies: dict[str, dict]) -> dict:
+        """custom_id -> batch Answer; a batch that cannot be sent fails its requests, a rejected
+        key or model stops the judge."""
+        from steper_bench.generation import GeneratorError
+        from steper_bench.generation.batch import Answer as Result
+        from steper_bench.generation.batch import BatchError
+        from steper_bench.generation.transport import Fatal
 
-        kw: dict[str, Any] = {"model": self.s.model, "messages": messages, "temperature": 0.0,
-                              "max_tokens": self.s.max_tokens}
-        if self._json_mode:
-            try:
-                resp = await self.client.chat.completions.create(**kw, response_format={"type": "json_object"})
-                return _content(resp)
-            except BadRequestError as e:
-                if "response_format" not in str(e) and "json" not in str(e).lower():
-                    raise
+        if not bodies:
+            return {}
+        try:
+            return await batches.run(list(bodies.items()))
+        except BatchError as e:
+            return {k: Result(error=str(e)) for k in bodies}
+        except Fatal as e:
+            raise GeneratorError(f"the judge endpoint answered {e.status} ({e.endpoint}, model {self.s.model!r}): "
+                                 f"{e.message}; check eval.judge.base_url, model and api_key") from None
+
+    def _body(self, messages: list[dict], json_mode: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.s.model, "messages": messages, "temperature": 0.0,
+                                "max_tokens": self.s.max_tokens}
+        return {**body, "response_format": {"type": "json_object"}} if json_mode else body
+
+    async def _chat(self, messages: list[dict]) -> tuple[str, str]:
+        """(content, error): error is non-empty when the transport gave up."""
+        from steper_bench.generation import GeneratorError
+        from steper_bench.generation.transport import Fatal, chat_text
+
+        body = self._body(messages, json_mode=False)
+        try:
+            if self._json_mode:
+                call = await self.transport.post("/chat/completions", self._body(messages), chat_text)
+                rejected = call.status == 400 and ("response_format" in call.error or "json" in call.error.lower())
+                if not rejected:
+                    return (call.value[0] if not call.error else ""), call.error
                 self._json_mode = False
-        return _content(await self.client.chat.completions.create(**kw))
+            call = await self.transport.post("/chat/completions", body, chat_text)
+        except Fatal as e:
+            raise GeneratorError(f"the judge endpoint answered {e.status} ({e.endpoint}, model {self.s.model!r}): "
+                                 f"{e.message}; check eval.judge.base_url, model and api_key") from None
+        return (call.value[0] if not call.error else ""), call.error
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.transport.close()
 
 
-def _content(resp) -> str:
-    msg = resp.choices[0].message
-    refusal = getattr(msg, "refusal", None)
-    if refusal:
-        return f"(refusal) {refusal}"
-    return msg.content or ""
+def _repair(messages: list[dict], text: str) -> list[dict]:
+    """The one repair turn: the judge's reply and a request for valid JSON."""
+    return [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": rubric()["repair"]}]
+
+
+def _repaired(text: str, kind: str) -> Answer:
+    try:
+        return Answer("ok", *parse_verdict(text, kind))
+    except ValueError as e:
+        return Answer("failed", error=f"invalid JSON after the repair retry: {e}; reply: {text[:300]!r}")
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
@@ -493,7 +577,7 @@ def _run_all(settings: JudgeSettings, cache: RequestCache | None, reqs: list[tup
     async def main() -> list[Answer]:
         client = JudgeClient(settings, cache)
         try:
-            return list(await asyncio.gather(*(client.ask(m, kind) for m, kind in reqs)))
+            return await client.ask_all(reqs)
         finally:
             await client.close()
 

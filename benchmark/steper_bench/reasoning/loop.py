@@ -7,8 +7,14 @@ capped at max_paragraphs, earlier ones kept); the framework's prompt goes to the
 batch, with the framework's stop sequences; the framework cuts each generation to one step and
 says whether it ends the chain with an answer. After the framework's last step (max_steps, or
 its fixed count) a framework with `forced_answer` gets one more step, with no retrieval and the
-same context, that must answer. One retrieval batch and one generation batch per step, so
-backends can batch and run concurrently.
+same context, that must answer.
+
+Two drivers, one set of rules. A batch backend (local model, supporting facts) gets one
+retrieval batch and one generation batch per step, for all active questions. A streaming backend
+(`generator.streaming`: the OpenAI-compatible one) gets each question's next step as soon as its
+last one comes back (retrieval batched over the answers that arrived together), so the endpoint
+never waits for a step's slowest request or for the client's work between steps. A question's
+chain depends on nothing but its own steps, so both give the same trajectories.
 """
 
 from __future__ import annotations
@@ -123,37 +129,123 @@ def run_loop(
 ) -> list[Trajectory]:
     """Run every question to an answer, its last step (see LoopSettings.last_index), or a failure.
 
-    Returns trajectories in input order; `on_finished` receives each step's batch of finished
+    Returns trajectories in input order; `on_finished` receives each batch of finished
     trajectories as soon as they finish (for append + flush, so an interrupted build resumes).
     """
     states = [_State(q) for q in questions]
     done: dict[int, Trajectory] = {}
+    driver = _Streaming(generator) if getattr(generator, "streaming", False) else _Batch(generator)
     with _Progress(len(states), generator, enabled=progress) as bar:
-        for index in range(1, settings.last_index + 1):
-            active = [i for i, s in enumerate(states) if not s.stop_reason]
-            if not active:
-                break
-            bar.step(index)
-            searches = settings.framework.retrieves and not settings.forced(index)
-            retrieved = _retrieve(states, active, index, retriever, settings) if searches else {}
-            _generate(states, active, index, retrieved, generator, settings)
-            finished = []
-            for i in active:
-                if states[i].stop_reason:
-                    done[i] = _trajectory(states[i], generator, recipe_hash)
-                    finished.append(done[i])
-            bar.finished(len(finished), sum(1 for t in finished if t.stop_reason == "failed"))
+        ready = list(range(len(states)))  # questions whose next step is to be sent
+        while ready or driver.pending:
+            if ready:
+                bar.step(max(len(states[i].steps) + 1 for i in ready))
+                pending = _next_steps(states, ready, retriever, settings)
+                driver.submit(pending)
+            ready, finished = [], []
+            for i, step, res in driver.results():
+                _record(states[i], step, res, settings.framework, step.index >= settings.last_index)
+                (finished if states[i].stop_reason else ready).append(i)
+            finished = sorted(finished + driver.stopped)  # question order within a batch
+            driver.stopped = []
+            for i in finished:
+                done[i] = _trajectory(states[i], generator, recipe_hash)
+            bar.finished(len(finished), sum(1 for i in finished if done[i].stop_reason == "failed"))
             if finished and on_finished is not None:
-                on_finished(finished)
+                on_finished([done[i] for i in finished])
     return [done[i] for i in range(len(states))]
 
 
-def _retrieve(
-    states: list[_State], active: list[int], index: int, retriever: Retriever, settings: LoopSettings
-) -> dict[int, tuple[str, list[Paragraph]]]:
-    """One batched retrieval for the active questions: i -> (query, top-K)."""
+class _Batch:
+    """One generate() call per submitted group: the step-synchronous loop."""
+
+    def __init__(self, generator: Generator):
+        self.generator, self.ready, self.stopped = generator, [], []
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.ready)
+
+    def submit(self, pending: _Pending) -> None:
+        self.stopped += pending.stopped
+        if pending.requests:
+            results = self.generator.generate([r for _, _, r in pending.requests])
+            if len(results) != len(pending.requests):
+                raise RuntimeError(f"generator returned {len(results)} results for {len(pending.requests)} requests")
+            self.ready += [(i, step, res) for (i, step, _), res in zip(pending.requests, results)]
+
+    def results(self) -> list[tuple[int, Step, StepResult]]:
+        out, self.ready = self.ready, []
+        return out
+
+
+class _Streaming:
+    """Requests go out as they are formed; results come back as they arrive (generator.submit
+    with tags, generator.completed() -> [(tag, result)], blocking until at least one)."""
+
+    def __init__(self, generator: Generator):
+        self.generator, self.steps, self.stopped = generator, {}, []
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.steps)
+
+    def submit(self, pending: _Pending) -> None:
+        self.stopped += pending.stopped
+        for i, step, _ in pending.requests:
+            self.steps[i] = step
+        if pending.requests:
+            self.generator.submit([r for _, _, r in pending.requests], [i for i, _, _ in pending.requests])
+
+    def results(self) -> list[tuple[int, Step, StepResult]]:
+        if not self.steps:
+            return []
+        return [(i, self.steps.pop(i), res) for i, res in self.generator.completed()]
+
+
+@dataclass
+class _Pending:
+    requests: list[tuple[int, Step, StepRequest]] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)  # failed before a request (nothing to reason over)
+
+
+def _next_steps(states: list[_State], ready: list[int], retriever: Retriever, settings: LoopSettings) -> _Pending:
+    """The next step of each ready question: one retrieval batch (for those whose step
+    searches), then each prompt."""
     fw = settings.framework
-    queries = {i: fw.query(states[i].question, states[i].previous, index, settings).strip() for i in active}
+    index = {i: len(states[i].steps) + 1 for i in ready}
+    searching = [i for i in ready if fw.retrieves and not settings.forced(index[i])]
+    retrieved = _retrieve(states, searching, index, retriever, settings) if searching else {}
+    out = _Pending()
+    for i in ready:
+        st, forced = states[i], settings.forced(index[i])
+        query, found = retrieved.get(i, ("", []))
+        new = _add_paragraphs(st, found, settings.max_paragraphs) if found else []
+        context = list(st.context.values())
+        prompt = settings.prompt(st.question.question, context, st.previous, index[i])
+        step = Step(
+            index=index[i], query=query, retrieved_pids=[p.pid for p in found], new_pids=new,
+            context_pids=[p.pid for p in context], prompt_hash=prompt_hash(prompt), reasoning="",
+        )
+        # IRCoT goes on with what it has when a later query finds nothing new; a retrieving step
+        # with no paragraphs at all has nothing to reason over and fails.
+        if fw.retrieves and not forced and not context:
+            step.error = "empty query" if not query else "retrieval returned no paragraphs"
+            _stop(st, step, "failed")
+            out.stopped.append(i)
+            continue
+        req = StepRequest(prompt=prompt, question=st.question, context=context, previous=st.previous,
+                          must_answer=forced, stop=list(fw.stop), complete=fw.complete, framework=fw)
+        out.requests.append((i, step, req))
+    return out
+
+
+def _retrieve(
+    states: list[_State], active: list[int], index: dict[int, int], retriever: Retriever, settings: LoopSettings
+) -> dict[int, tuple[str, list[Paragraph]]]:
+    """One batched retrieval for the active questions (each at its own step): i -> (query, top-K)."""
+    fw = settings.framework
+    queries = {i: fw.query(states[i].question, states[i].previous, index[i], settings).strip() for i in active}
     asked = [i for i in active if queries[i]]
     results = (
         retriever.retrieve([queries[i] for i in asked], settings.top_k, [states[i].question.id for i in asked])
@@ -176,46 +268,6 @@ def _add_paragraphs(state: _State, found: list[Paragraph], cap: int) -> list[str
             state.context[p.pid] = p
             new.append(p.pid)
     return new
-
-
-def _generate(
-    states: list[_State],
-    active: list[int],
-    index: int,
-    retrieved: dict[int, tuple[str, list[Paragraph]]],
-    generator: Generator,
-    settings: LoopSettings,
-) -> None:
-    fw = settings.framework
-    forced = settings.forced(index)
-    pending: list[tuple[int, Step, StepRequest]] = []
-    for i in active:
-        st = states[i]
-        query, found = retrieved.get(i, ("", []))
-        new = _add_paragraphs(st, found, settings.max_paragraphs) if found else []
-        context = list(st.context.values())
-        prompt = settings.prompt(st.question.question, context, st.previous, index)
-        step = Step(
-            index=index, query=query, retrieved_pids=[p.pid for p in found], new_pids=new,
-            context_pids=[p.pid for p in context], prompt_hash=prompt_hash(prompt), reasoning="",
-        )
-        # IRCoT goes on with what it has when a later query finds nothing new; a retrieving step
-        # with no paragraphs at all has nothing to reason over and fails.
-        if fw.retrieves and not forced and not context:
-            step.error = "empty query" if not query else "retrieval returned no paragraphs"
-            _stop(st, step, "failed")
-            continue
-        req = StepRequest(prompt=prompt, question=st.question, context=context, previous=st.previous,
-                          must_answer=forced, stop=list(fw.stop), complete=fw.complete, framework=fw)
-        pending.append((i, step, req))
-    if not pending:
-        return
-    results = generator.generate([r for _, _, r in pending])
-    if len(results) != len(pending):
-        raise RuntimeError(f"generator returned {len(results)} results for {len(pending)} requests")
-    last = index >= settings.last_index
-    for (i, step, _), res in zip(pending, results):
-        _record(states[i], step, res, fw, last)
 
 
 def _record(state: _State, step: Step, res: StepResult, fw: Framework, last: bool) -> None:
@@ -309,4 +361,7 @@ class _Progress:
         rate = called / max(time.perf_counter() - self.t0, 1e-9)
         counts = {"cached": stats.get("cache_hits", 0), "errors": stats.get("errors", 0), "failed": self.failed}
         extra = "".join(f" · {k} {v}" for k, v in counts.items() if v)  # zeros left out: the line fits 80 columns
+        eps = self.generator.endpoints() if hasattr(self.generator, "endpoints") else []
+        if len(eps) > 1:  # replicas: how many are in service, and the calls each has taken
+            extra += f" · up {sum(e['up'] for e in eps)}/{len(eps)} ({'/'.join(str(e['calls']) for e in eps)})"
         return f"step {self.index} · {rate:.0f} req/s{extra}"
