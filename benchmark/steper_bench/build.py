@@ -442,7 +442,7 @@ def _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say
     cache = RequestCache(paths.cache)
     with clock("index"):
         pool = [q for s in SPLITS if s in loaded for q in loaded[s].questions]
-        retriever = make_retriever(recipe, pool, index_dir=paths.indexes, cache=cache)
+        retriever = make_retriever(recipe, pool, index_dir=paths.indexes, cache=cache, progress=progress)
     generator = make_generator(recipe.teacher, cache, max_new_tokens=recipe.framework.max_new_tokens)
     settings = LoopSettings.from_recipe(recipe, role="teacher")
     try:
