@@ -269,13 +269,13 @@ def merge_shards(paths: RunPaths, split: str) -> int:
 def drop_reason(t: Trajectory, spec: str) -> str | None:
     """Why a trajectory is not kept, or None when it is. Failed trajectories never are, even
     with filter `all`: their chains are cut short by an error."""
-    from steper_bench.metrics import passes_filter
+    from steper_bench.metrics import normalize_answer, passes_filter
 
     if t.stop_reason == "failed" or any(s.error for s in t.steps) or not t.steps:
         return "failed steps"
     if passes_filter({"em": t.em, "f1": t.f1, "acc": t.acc}, spec):
         return None
-    if not t.prediction:
+    if not t.prediction or normalize_answer(t.prediction) == "noanswer":  # abstaining is not a wrong answer
         return "max steps" if t.stop_reason == "max_steps" else "no answer"
     return "wrong answer"
 
