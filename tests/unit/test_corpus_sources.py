@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from steper_bench.recipe import validate_recipe
 from steper_bench.retrieval import load_corpus, make_retriever
 from steper_bench.retrieval.bm25 import BM25Retriever, _stemmer, doc_text, tokenize
@@ -23,8 +22,12 @@ DATA = REPO / "data"
 
 
 def recipe(dataset="hotpotqa", corpus=None, **source):
-    src = {"dataset": dataset, "train_file": str(DATA / dataset / "train.jsonl"),
-           "test_file": str(DATA / dataset / "dev.jsonl"), **source}
+    src = {
+        "dataset": dataset,
+        "train_file": str(DATA / dataset / "train.jsonl"),
+        "test_file": str(DATA / dataset / "dev.jsonl"),
+        **source,
+    }
     return validate_recipe({"source": src, "corpus": corpus or {}})
 
 
@@ -43,8 +46,14 @@ def write_abstracts_dump(folder: Path, questions) -> list[dict]:
             if p.title not in seen:
                 seen.add(p.title)
                 sentences = [s if i == 0 else " " + s for i, s in enumerate(p.text.split(". "))]
-                records.append({"id": str(10_000 + len(records)), "url": f"https://en.wikipedia.org/wiki?curid={len(records)}",
-                                "title": p.title, "text": sentences})
+                records.append(
+                    {
+                        "id": str(10_000 + len(records)),
+                        "url": f"https://en.wikipedia.org/wiki?curid={len(records)}",
+                        "title": p.title,
+                        "text": sentences,
+                    }
+                )
     for i in range(0, len(records), 400):
         path = folder / ("AA" if i < 800 else "AB") / f"wiki_{i // 400:02d}.bz2"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +99,14 @@ def test_each_file_format_with_configured_fields(fmt, hotpot, tmp_path):
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=100)
-    r = recipe(corpus={"source": "file", "files": [str(path)], "fields": {"id": "doc", "title": "heading", "text": "body"},
-                       "index_chunk": 128})
+    r = recipe(
+        corpus={
+            "source": "file",
+            "files": [str(path)],
+            "fields": {"id": "doc", "title": "heading", "text": "body"},
+            "index_chunk": 128,
+        }
+    )
     corpus = load_corpus(r, [], tmp_path / "index")
     assert [corpus[i].pid for i in range(len(corpus))] == [x["doc"] for x in rows]
     assert corpus[7].title == paras[7].title and corpus[7].text == paras[7].text
@@ -102,8 +117,11 @@ def test_each_file_format_with_configured_fields(fmt, hotpot, tmp_path):
 def test_missing_corpus_and_fields_are_clear_errors(tmp_path):
     dump = tmp_path / "wiki"
     r = recipe(corpus={"source": "file", "files": str(dump), "format": "hotpotqa-abstracts"})
-    with pytest.raises(CorpusError, match=r"corpus.files: .*wiki does not exist: download the HotpotQA Wikipedia "
-                                          r"abstracts \(https://nlp.stanford.edu/projects/hotpotqa/enwiki-20171001"):
+    with pytest.raises(
+        CorpusError,
+        match=r"corpus.files: .*wiki does not exist: download the HotpotQA Wikipedia "
+        r"abstracts \(https://nlp.stanford.edu/projects/hotpotqa/enwiki-20171001",
+    ):
         load_corpus(r, [], tmp_path / "index")
     dump.mkdir()
     with pytest.raises(CorpusError, match=r"holds no \*/wiki_\*.bz2 files"):
@@ -111,14 +129,19 @@ def test_missing_corpus_and_fields_are_clear_errors(tmp_path):
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"id": "a", "title": "T", "text": "x"}\n{"id": "b", "name": "T2", "text": "y"}\n')
     r = recipe(corpus={"source": "file", "files": str(bad)})
-    with pytest.raises(CorpusError, match=r"p.jsonl:2: no field 'title' \(fields: id, name, text\): "
-                                          r"set corpus.fields.title"):
+    with pytest.raises(
+        CorpusError,
+        match=r"p.jsonl:2: no field 'title' \(fields: id, name, text\): "
+        r"set corpus.fields.title",
+    ):
         load_corpus(r, [], tmp_path / "index")
     assert isinstance(CorpusError("x"), SourceError)  # the CLI prints it as one line, exit 2
-    for corpus, msg in [({"source": "file"}, "needs corpus.files"),
-                        ({"files": "x.jsonl"}, "read with corpus.source: file"),
-                        ({"source": "file", "files": "x", "pool_splits": ["train"]}, "use them with corpus.source: pooled"),
-                        ({"mode": "per-question", "pool_splits": ["train"]}, "per-question is each question's own")]:
+    for corpus, msg in [
+        ({"source": "file"}, "needs corpus.files"),
+        ({"files": "x.jsonl"}, "read with corpus.source: file"),
+        ({"source": "file", "files": "x", "pool_splits": ["train"]}, "use them with corpus.source: pooled"),
+        ({"mode": "per-question", "pool_splits": ["train"]}, "per-question is each question's own"),
+    ]:
         with pytest.raises(Exception, match=msg):
             recipe(corpus=corpus)
 
@@ -138,7 +161,9 @@ def test_pool_splits_pool_every_record_whatever_the_limits(tmp_path):
     raw = json.loads((DATA / "2wikimultihopqa" / "dev.jsonl").open().readline())
     raw = {"_id": "hidden-1", "question": raw["question"], "context": [["Only Here", ["A unique paragraph."]]]}
     extra.write_text(json.dumps([raw]))
-    more = load_corpus(recipe("2wikimultihopqa", corpus={"pool_splits": ["train"], "pool_files": [str(extra)]}), [], None)
+    more = load_corpus(
+        recipe("2wikimultihopqa", corpus={"pool_splits": ["train"], "pool_files": [str(extra)]}), [], None
+    )
     assert more.paragraphs[-1].pid == "hidden-1-0" and more.paragraphs[-1].text == "A unique paragraph."
     assert pooled.stage_hash("build") != limited.stage_hash("build")
 

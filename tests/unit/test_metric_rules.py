@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from steper_bench import metrics
 from steper_bench.build import drop_reason
 from steper_bench.evaluation.trace import paragraph_rows, sp_recall
@@ -28,7 +27,10 @@ def golds(file: str, qid: str) -> list[str]:
 # MuSiQue's rule: normalise (lower, drop punctuation, drop a/an/the, collapse spaces); EM = equal;
 # F1 over tokens (no yes/no rule; either side empty -> 1 if both are, else 0); max over golds.
 # Each expected value below was worked out by hand; the arithmetic is in the comment.
-PIRATES = ("dev.jsonl", "2hop__335418_279684")  # Pittsburgh Pirates | Orioles, Pirates, Baltimore Orioles, New York Mets, Mets
+PIRATES = (
+    "dev.jsonl",
+    "2hop__335418_279684",
+)  # Pittsburgh Pirates | Orioles, Pirates, Baltimore Orioles, New York Mets, Mets
 MUSIQUE_CASES = [
     (PIRATES, "Pittsburgh Pirates", 1, 1.0),
     (PIRATES, "the Pirates of Pittsburgh", 0, 0.8),  # 'pirates of pittsburgh' vs 'pittsburgh pirates': P 2/3, R 1
@@ -40,8 +42,18 @@ MUSIQUE_CASES = [
     (("dev.jsonl", "2hop__496732_658428"), "Panglao", 0, 2 / 3),  # vs 'panglao island': P 1, R 1/2
     (("dev.jsonl", "2hop__496732_658428"), "island of Panglao", 0, 0.8),  # P 2/3, R 1
     (("dev.jsonl", "2hop__29367_29376"), "his death in 1939", 0, 0.75),  # gold 'lyons death in 1939': 3 of 4 each way
-    (("dev.jsonl", "2hop__29367_29376"), "Lyons\u2019 death in 1939", 0, 0.75),  # a curly quote is not ASCII punctuation
-    (("dev.jsonl", "2hop__57209_67668"), "Dick Grayson (Nightwing)", 0, 1.0),  # same 3 tokens as 'nightwing dick grayson'
+    (
+        ("dev.jsonl", "2hop__29367_29376"),
+        "Lyons\u2019 death in 1939",
+        0,
+        0.75,
+    ),  # a curly quote is not ASCII punctuation
+    (
+        ("dev.jsonl", "2hop__57209_67668"),
+        "Dick Grayson (Nightwing)",
+        0,
+        1.0,
+    ),  # same 3 tokens as 'nightwing dick grayson'
     (("dev.jsonl", "2hop__57209_67668"), "Robin", 1, 1.0),  # an alias
     (("dev.jsonl", "2hop__810411_159673"), "Hateful 8", 0, 0.5),  # vs 'hateful eight': P 1/2, R 1/2
     (("dev.jsonl", "2hop__810411_159673"), "The The Hateful Eight", 1, 1.0),  # every 'the' goes
@@ -81,8 +93,19 @@ def test_noanswer_is_not_an_ordinary_wrong_answer():
     def traj(prediction: str) -> Trajectory:
         step = Step(1, "q", [], [], [], "h", f"So the answer is: {prediction}.")
         s = metrics.score(prediction, ["Paris"])
-        return Trajectory("q1", "hotpotqa", "train", "q?", ["Paris"], GeneratorIdentity("x", "m"), [step], {},
-                          prediction, "answered", **s)
+        return Trajectory(
+            "q1",
+            "hotpotqa",
+            "train",
+            "q?",
+            ["Paris"],
+            GeneratorIdentity("x", "m"),
+            [step],
+            {},
+            prediction,
+            "answered",
+            **s,
+        )
 
     assert drop_reason(traj("noanswer"), "acc") == "no answer"
     assert drop_reason(traj("No answer."), "acc") == "wrong answer"  # two words: a (wrong) answer
@@ -99,7 +122,9 @@ def test_sp_recall_matches_title_and_text_not_title_alone():
     dump_copy = Paragraph("4242", "Ed Wood", "Edward Davis Wood Jr.  was an American filmmaker.")
     same_title = Paragraph("4243", "Scott Derrickson", "Scott Derrickson (born 1966) directs horror films.")
     seen = {p.pid: p for p in (dump_copy, same_title)}
-    t = Trajectory("q", "hotpotqa", "test", q.question, q.answers, GeneratorIdentity("x", "m"), [], seen, "", "max_steps")
+    t = Trajectory(
+        "q", "hotpotqa", "test", q.question, q.answers, GeneratorIdentity("x", "m"), [], seen, "", "max_steps"
+    )
     assert sp_recall(q, t, ["4242"]) == 0.5
     assert sp_recall(q, t, ["4242", "4243"]) == 0.5  # a title match with other text is not the gold paragraph
     assert [r["is_supporting"] for r in paragraph_rows("run", q, t)] == [True, False]

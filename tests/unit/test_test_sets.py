@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from steper_bench import metrics
 from steper_bench.recipe import validate_recipe
 from steper_bench.sources import SourceError, load_questions
@@ -78,8 +77,12 @@ def test_test_ids_select_exactly_those_in_that_order(tmp_path):
 def test_2wiki_aliases_file_adds_gold_answers(tmp_path):
     # A file in id_aliases.json's layout (entries written for this test, not the release's).
     aliases = tmp_path / "id_aliases.json"
-    aliases.write_text(json.dumps({"Q_id": "Q1415", "aliases": ["IN", "Hoosier State"], "demonyms": ["Hoosier"]})
-                       + "\n" + json.dumps({"Q_id": "Q9", "aliases": [], "demonyms": []}) + "\n")
+    aliases.write_text(
+        json.dumps({"Q_id": "Q1415", "aliases": ["IN", "Hoosier State"], "demonyms": ["Hoosier"]})
+        + "\n"
+        + json.dumps({"Q_id": "Q9", "aliases": [], "demonyms": []})
+        + "\n"
+    )
     src = {"dataset": "2wikimultihopqa", "test_file": str(DATA / "2wikimultihopqa" / "dev.jsonl"), "test_limit": None}
     plain = load_questions(validate_recipe({"source": src}), "test").questions
     with_aliases = load_questions(validate_recipe({"source": {**src, "aliases_file": str(aliases)}}), "test").questions
@@ -91,5 +94,15 @@ def test_2wiki_aliases_file_adds_gold_answers(tmp_path):
     assert metrics.score("Hoosier", q.answers, rule)["em"] == 1.0
     assert metrics.score("Hoosier", [q.answer], rule)["em"] == 0.0
     with pytest.raises(SourceError, match="only 2WikiMultiHopQA records carry answer_id"):
-        load_questions(validate_recipe({"source": {"dataset": "hotpotqa", "test_file": str(DATA / "hotpotqa" / "dev.jsonl"),
-                                                   "aliases_file": str(aliases)}}), "test")
+        load_questions(
+            validate_recipe(
+                {
+                    "source": {
+                        "dataset": "hotpotqa",
+                        "test_file": str(DATA / "hotpotqa" / "dev.jsonl"),
+                        "aliases_file": str(aliases),
+                    }
+                }
+            ),
+            "test",
+        )

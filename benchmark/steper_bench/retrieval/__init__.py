@@ -116,3 +116,30 @@ class CachedRetriever:
             self.cache.put_many([(keys[i], {"pids": [p.pid for p in res], "rows": rows})
                                  for i, (rows, res) in zip(miss, found)])
         return out  # type: ignore[return-value]
+
+
+def recipe_pool(recipe: Recipe) -> list[Question]:
+    """The questions a default pooled corpus is made of: train, then test, as build and eval load them."""
+    from steper_bench.sources import load_questions
+
+    src = recipe.source
+    splits = [s for s in ("train", "test") if (src.train_file if s == "train" else src.test_file) or src.hub_id]
+    return [q for s in splits for q in load_questions(recipe, s).questions]
+
+
+def index_recipe(recipe: Recipe, progress: bool = True) -> dict:
+    """Build (or resume, or find) the recipe's index: what `steper-bench index` runs."""
+    import time
+
+    from steper_bench.runs import RunPaths
+
+    t0 = time.perf_counter()
+    c = recipe.corpus
+    needs_questions = c.source == "pooled" and c.pool_splits is None and not c.pool_files
+    pool = recipe_pool(recipe) if needs_questions else []
+    index_dir = RunPaths.for_recipe(recipe).indexes
+    retriever = make_retriever(recipe, pool, index_dir, progress=progress)
+    corpus = retriever.corpus
+    return {"backend": c.backend, "corpus_hash": corpus.content_hash(), "paragraphs": len(corpus),
+            "folder": str(index_dir / corpus.content_hash()), "store": getattr(corpus, "stats", None),
+            "index": getattr(retriever, "stats", None), "seconds": time.perf_counter() - t0}

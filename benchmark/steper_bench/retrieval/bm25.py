@@ -56,9 +56,12 @@ def doc_text(p: Paragraph) -> str:
 # -- building -----------------------------------------------------------------------------------
 
 
-def build_index(corpus, index_dir: Path, progress: bool = False) -> Path:
-    """The finished index folder of `corpus` under `index_dir`, built (or resumed) if needed."""
+def build_index(corpus, index_dir: Path, progress: bool = False, stats: dict | None = None) -> Path:
+    """The finished index folder of `corpus` under `index_dir`, built (or resumed) if needed.
+    `stats` gets the number of chunks and how many this call tokenised."""
     final = index_dir / corpus.content_hash() / "bm25"
+    stats = {} if stats is None else stats
+    stats.update(chunks=corpus.n_chunks, tokenised=0)
     if (final / META).exists():
         return final
     partial = final.with_name("bm25.partial")
@@ -70,7 +73,8 @@ def build_index(corpus, index_dir: Path, progress: bool = False) -> Path:
             path = partial / f"chunk-{i:05d}.npz"
             if not path.exists():
                 _save_npz(path, _tokenize_chunk(corpus.chunk(i), stemmer))
-            bar.update(i + 1, "tokenised")
+                stats["tokenised"] += 1
+            bar.update(i + 1, f"{stats['tokenised']} tokenised now")
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".bm25."))
     try:
         _merge([partial / f"chunk-{i:05d}.npz" for i in range(n)], tmp)
@@ -187,7 +191,8 @@ class BM25Retriever:
             index_dir = Path(self._tmp.name)
         else:
             self.loaded_from_disk = (index_dir / corpus.content_hash() / "bm25" / META).exists()
-        self.index_path = build_index(corpus, index_dir, progress) if len(corpus) else None
+        self.stats: dict = {}
+        self.index_path = build_index(corpus, index_dir, progress, self.stats) if len(corpus) else None
         self._load(self.index_path, mmap=self._tmp is None)
         if self._tmp is not None:
             self._tmp.cleanup()

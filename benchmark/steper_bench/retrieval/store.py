@@ -43,6 +43,7 @@ class FileCorpus:
         self._meta: dict | None = None
         self._offsets: dict[int, np.ndarray] = {}
         self._fds: dict[int, int] = {}
+        self.stats = {"pieces": 0, "written": 0}  # this process's part of building the store
 
     def content_hash(self) -> str:
         if self._hash is None:
@@ -61,6 +62,7 @@ class FileCorpus:
             if not meta_path.exists():
                 self._build(progress)
             self._meta = json.loads(meta_path.read_text())
+            self.stats["pieces"] = self._meta["pieces"]
             if self._meta["chunk_size"] != self.chunk_size:
                 self.chunk_size = self._meta["chunk_size"]  # an existing store keeps its pieces
         return self
@@ -81,6 +83,7 @@ class FileCorpus:
                     break
                 _write_piece(folder, piece, rows, end, self.chunk_size)
                 count, piece, position = count + len(rows), piece + 1, end
+                self.stats["written"] += 1
                 bar.update(end[0], f"{count:,} paragraphs")
         if count == 0:
             raise CorpusError(f"corpus.files: {', '.join(map(str, self.spec.paths))} hold no paragraphs")
