@@ -4,18 +4,19 @@ BM25 index against bm25s's own."""
 
 from __future__ import annotations
 
-import bz2
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from steper_bench.evaluation.trace import paragraph_key
 from steper_bench.recipe import validate_recipe
 from steper_bench.retrieval import load_corpus, make_retriever
 from steper_bench.retrieval.bm25 import BM25Retriever, _stemmer, doc_text, tokenize
 from steper_bench.retrieval.corpus import build_corpus
 from steper_bench.retrieval.paragraph_files import CorpusError
 from steper_bench.sources import SourceError, load_questions
+from support.corpora import HOTPOT_FILES, write_abstracts_dump
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
@@ -37,39 +38,21 @@ def hotpot():
     return load_questions(r, "train").questions + load_questions(r, "test").questions
 
 
-def write_abstracts_dump(folder: Path, questions) -> list[dict]:
-    """The HotpotQA abstracts layout: <folder>/AA/wiki_00.bz2 ... of JSON lines whose `text` is a
-    list of sentences (sentences after the first carry their leading space, as in the dump)."""
-    seen, records = set(), []
-    for q in questions:
-        for p in q.paragraphs:
-            if p.title not in seen:
-                seen.add(p.title)
-                sentences = [s if i == 0 else " " + s for i, s in enumerate(p.text.split(". "))]
-                records.append(
-                    {
-                        "id": str(10_000 + len(records)),
-                        "url": f"https://en.wikipedia.org/wiki?curid={len(records)}",
-                        "title": p.title,
-                        "text": sentences,
-                    }
-                )
-    for i in range(0, len(records), 400):
-        path = folder / ("AA" if i < 800 else "AB") / f"wiki_{i // 400:02d}.bz2"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(bz2.compress("".join(json.dumps(r) + "\n" for r in records[i : i + 400]).encode()))
-    return records
-
-
 def test_abstracts_dump_is_the_corpus_and_retrieves_gold_paragraphs(hotpot, tmp_path):
     dump = tmp_path / "enwiki-abstracts"
-    records = write_abstracts_dump(dump, hotpot)
+    records = write_abstracts_dump(dump, HOTPOT_FILES)
     r = recipe(corpus={"source": "file", "files": str(dump), "format": "hotpotqa-abstracts", "index_chunk": 500})
     corpus = load_corpus(r, [], tmp_path / "index")
     assert len(corpus) == len(records) and corpus.n_chunks == -(-len(records) // 500)
     # IRCoT's join: every sentence stripped, one space between.
     first = records[0]
     assert corpus[0].pid == first["id"] and corpus[0].text == " ".join(s.strip() for s in first["text"])
+    # Where a sentence lacks its leading space the two joins differ; the title-and-text key agrees.
+    dump_by_title = {corpus[i].title: corpus[i] for i in range(len(corpus))}
+    differ = [
+        (p, dump_by_title[p.title]) for q in hotpot for p in q.paragraphs if dump_by_title[p.title].text != p.text
+    ]
+    assert differ and all(paragraph_key(a) == paragraph_key(b) for a, b in differ)
     retriever = make_retriever(r, hotpot[:3], tmp_path / "index")  # the questions do not change the corpus
     queries = [f"{t} {s}" for q in hotpot[:40] for t, s in q.supporting_sentences]
     titles = [t for q in hotpot[:40] for t, _ in q.supporting_sentences]
