@@ -33,6 +33,8 @@ from steper_bench.console import Bar
 from steper_bench.records import Paragraph
 
 META = "steper_meta.json"
+MAXW = "steper_maxw.npy"  # each term's largest weight: the bound that lets a search skip long postings
+EXHAUSTIVE = 50_000  # postings a query may touch before the search prunes (below, scoring them all is cheaper)
 K1, B = 1.5, 0.75
 FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
 
@@ -165,10 +167,19 @@ def _merge(chunk_files: list[Path], out: Path) -> None:
     indices.flush()
     del data, indices
     np.save(out / FILES[2], indptr)
+    np.save(out / MAXW, _column_max(np.load(out / FILES[0], mmap_mode="r"), indptr))
     (out / "vocab.index.json").write_text(json.dumps(gid, ensure_ascii=False), encoding="utf-8")
     (out / "params.index.json").write_text(json.dumps({
         "k1": K1, "b": B, "delta": 0.5, "method": "lucene", "idf_method": "lucene", "dtype": "float32",
         "int_dtype": "int32", "num_docs": n_docs, "version": "steper-bench", "backend": "numpy"}))
+
+
+def _column_max(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(indptr) - 1, dtype=np.float32)
+    nonempty = np.flatnonzero(np.diff(indptr) > 0)
+    if len(nonempty):
+        out[nonempty] = np.maximum.reduceat(data, indptr[nonempty])
+    return out
 
 
 # -- searching ----------------------------------------------------------------------------------
@@ -204,6 +215,8 @@ class BM25Retriever:
         mode = "r" if mmap else None
         self.data, self.indices, self.indptr = (np.load(path / f, mmap_mode=mode) for f in FILES)
         self.vocab = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
+        maxw = path / MAXW  # absent from a plain bm25s folder: computed once here
+        self.maxw = np.load(maxw) if maxw.exists() else _column_max(self.data, self.indptr)
         self._buf = np.zeros(len(self.corpus), dtype=np.float32)
 
     def retrieve(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[Paragraph]]:
@@ -227,31 +240,103 @@ class BM25Retriever:
         return rows
 
     def top_k(self, toks: list[str], k: int, rows: np.ndarray | None = None) -> list[int]:
+        """Best k rows by BM25: the score of a row is the float32 sum of its weights in query-token
+        order (a repeated token counts again, as in bm25s); ties go to the lower row."""
         ids = [self.vocab[t] for t in toks if t in self.vocab]
         if not ids:
             return []
-        buf, touched = self._buf, []
-        for t in ids:  # a repeated query term counts again, as in bm25s
-            s, e = self.indptr[t], self.indptr[t + 1]
-            idx = self.indices[s:e]
-            buf[idx] += self.data[s:e]
-            touched.append(idx)
-        try:
-            if rows is None:
-                cand = np.concatenate(touched)
-                rows = np.flatnonzero(buf) if len(cand) > len(buf) // 8 else np.unique(cand)
-            scores = buf[rows]
-            keep = scores > 0
-            rows, scores = rows[keep], scores[keep]
-        finally:
-            for idx in touched:
-                buf[idx] = 0
+        if rows is None and sum(int(self.indptr[t + 1] - self.indptr[t]) for t in set(ids)) > EXHAUSTIVE:
+            rows = self._pruned_candidates(ids, k)
+        if rows is None:
+            rows, scores = self._accumulate(ids)
+        else:
+            scores = self._score_rows(ids, np.asarray(rows, dtype=np.int64))
+        keep = scores > 0
+        rows, scores = rows[keep], scores[keep]
         if len(rows) > k:  # everything scoring at least the k-th best, so ties are cut by row below
             kth = np.partition(scores, len(scores) - k)[len(scores) - k]
             keep = scores >= kth
             rows, scores = rows[keep], scores[keep]
         order = np.lexsort((rows, -scores))[:k]
         return rows[order].tolist()
+
+    def _postings(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        s, e = self.indptr[t], self.indptr[t + 1]
+        return self.indices[s:e], self.data[s:e]
+
+    def _accumulate(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Every row any query term touches, with its score (all postings read)."""
+        buf, touched = self._buf, []
+        try:
+            for t in ids:
+                idx, w = self._postings(t)
+                buf[idx] += w
+                touched.append(idx)
+            cand = np.concatenate(touched)
+            rows = np.flatnonzero(buf) if len(cand) > len(buf) // 8 else np.unique(cand)
+            return rows, buf[rows]
+        finally:
+            for idx in touched:
+                buf[idx] = 0
+
+    def _score_rows(self, ids: list[int], rows: np.ndarray) -> np.ndarray:
+        """Scores of given rows, summed in query-token order: the same float32 sums as `_accumulate`."""
+        scores = np.zeros(len(rows), dtype=np.float32)
+        for t in ids:
+            idx, w = self._postings(t)
+            pos = np.minimum(np.searchsorted(idx, rows), max(len(idx) - 1, 0))
+            hit = idx[pos] == rows if len(idx) else np.zeros(len(rows), bool)
+            scores[hit] += w[pos[hit]]
+        return scores
+
+    def _pruned_candidates(self, ids: list[int], k: int) -> np.ndarray | None:
+        """MaxScore, vectorised. Terms go from the largest possible weight down. Phase 1 adds whole
+        postings until the terms left could not lift a row that has none of the terms read so far
+        to the k-th best partial score: only rows already touched can make the top k. Phase 2 adds
+        the remaining terms to those rows by lookup, one term at a time, dropping each row whose
+        partial score plus what is left cannot reach the k-th best. `top_k` scores the rows left
+        exactly, so the result is the exhaustive one."""
+        count: dict[int, int] = {}
+        for t in ids:
+            count[t] = count.get(t, 0) + 1
+        terms = sorted(count, key=lambda t: -float(self.maxw[t]) * count[t])
+        bound = np.array([float(self.maxw[t]) * count[t] for t in terms])
+        rest = np.concatenate([np.cumsum(bound[::-1])[::-1][1:], [0.0]]) * (1 + 1e-5)  # float32 rounding slack
+        buf, touched = self._buf, []
+        try:
+            for j, t in enumerate(terms):
+                idx, w = self._postings(t)
+                buf[idx] += w * count[t]
+                touched.append(idx)
+                cat = np.concatenate(touched) if j else idx
+                vals = buf[cat]
+                kth = _kth_distinct(cat, vals, k, j + 1)
+                if rest[j] < kth:
+                    keep = vals + rest[j] >= kth
+                    rows, partial = cat[keep], vals[keep]  # a row appears up to j + 1 times
+                    break
+            else:
+                return None  # nothing could be skipped: `top_k` scores every posting in query order
+        finally:
+            for idx in touched:
+                buf[idx] = 0
+        for jj in range(j + 1, len(terms)):
+            partial = partial + self._score_rows([terms[jj]] * count[terms[jj]], rows)
+            keep = partial + rest[jj] >= _kth_distinct(rows, partial, k, j + 1)
+            rows, partial = rows[keep], partial[keep]
+        return np.unique(rows)
+
+def _kth_distinct(cat: np.ndarray, vals: np.ndarray, k: int, copies: int) -> float:
+    """The k-th best value over distinct rows of `cat` (each row at most `copies` times, with equal
+    values; 0 when there are fewer than k rows): the best k * copies entries hold the k best rows,
+    so no sort of all of them is needed."""
+    n = k * copies
+    top = np.argpartition(vals, len(vals) - n)[len(vals) - n :] if len(vals) > n else np.arange(len(vals))
+    rows, first = np.unique(cat[top], return_index=True)
+    if len(rows) < k:
+        return 0.0
+    best = vals[top][first]
+    return float(np.partition(best, len(best) - k)[len(best) - k])
 
 
 def _question_rows(corpus) -> dict[str, np.ndarray]:
