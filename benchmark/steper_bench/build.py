@@ -133,11 +133,25 @@ def preflight(recipe: Recipe, *, network: bool = True) -> list[str]:
         if not t.base_url and not (t.api_key or os.environ.get("OPENAI_API_KEY")):
             raise BuildError("teacher.base_url is not set and there is no OPENAI_API_KEY: set teacher.base_url "
                              "to an OpenAI-compatible endpoint (e.g. vLLM) or export OPENAI_API_KEY")
+    _check_corpus(recipe)
     if network:
         _check_hub(recipe, notes)
         if t.backend == "openai" and t.base_url:
             _check_endpoint(recipe)
     return notes
+
+
+def _check_corpus(recipe: Recipe) -> None:
+    """A corpus file that is not there: say what to download and where, before any work."""
+    if recipe.corpus.source != "file":
+        return
+    from steper_bench.retrieval import file_spec
+    from steper_bench.retrieval.paragraph_files import CorpusError, expand
+
+    try:
+        expand(file_spec(recipe))
+    except CorpusError as e:
+        raise BuildError(str(e)) from None
 
 
 def _hub_splits(recipe: Recipe) -> list[str]:

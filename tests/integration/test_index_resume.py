@@ -116,3 +116,40 @@ def test_paragraph_store_resumes_after_a_crash(corpus_file, tmp_path, monkeypatc
         raw = json.loads(lines[row])
         p = corpus[row]
         assert (p.pid, p.title, p.text) == (raw["id"], raw["title"], raw["text"])
+
+
+def test_paper_recipes_use_ircot_corpora_and_say_what_to_download(tmp_path):
+    for name in ("hotpotqa", "2wikimultihopqa", "musique"):
+        r = load_recipe(REPO / "recipes" / f"{name}.yaml")
+        assert r.source.sampling == "ircot"
+        if name == "hotpotqa":
+            assert (r.corpus.source, r.corpus.format) == ("file", "hotpotqa-abstracts")
+        else:
+            assert (r.corpus.source, r.corpus.pool_splits) == ("pooled", ["train", "test"])
+    env = {**os.environ, "PYTHONPATH": str(REPO / "benchmark")}
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "steper_bench",
+            "index",
+            str(REPO / "recipes" / "hotpotqa.yaml"),
+            "--set",
+            f"runs_dir={tmp_path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    where = REPO / "corpora"
+    assert (
+        f"corpus.files: {where / 'enwiki-20171001-pages-meta-current-withlinks-abstracts'} does not exist" in p.stderr
+    )
+    assert (
+        "https://nlp.stanford.edu/projects/hotpotqa/enwiki-20171001-pages-meta-current-withlinks-abstracts.tar.bz2"
+        in p.stderr
+    )
+    assert f"tar -xjf enwiki-20171001-pages-meta-current-withlinks-abstracts.tar.bz2 -C {where}" in p.stderr

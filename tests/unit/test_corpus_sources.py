@@ -103,7 +103,7 @@ def test_missing_corpus_and_fields_are_clear_errors(tmp_path):
     with pytest.raises(
         CorpusError,
         match=r"corpus.files: .*wiki does not exist: download the HotpotQA Wikipedia "
-        r"abstracts \(https://nlp.stanford.edu/projects/hotpotqa/enwiki-20171001",
+        r"abstracts IRCoT uses \(https://nlp.stanford.edu/projects/hotpotqa/enwiki-20171001",
     ):
         load_corpus(r, [], tmp_path / "index")
     dump.mkdir()

@@ -18,6 +18,7 @@ question id), so one cache serves teacher, judge and retrieval.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +38,8 @@ def file_spec(recipe: Recipe):
     from steper_bench.retrieval.paragraph_files import FileSpec
 
     c = recipe.corpus
-    return FileSpec(tuple(recipe.resolve_path(f) for f in c.files or []), c.format,
-                    c.fields.id, c.fields.title, c.fields.text)
+    paths = tuple(Path(os.path.abspath(recipe.resolve_path(f))) for f in c.files or [])  # "a/../b" -> "b"
+    return FileSpec(paths, c.format, c.fields.id, c.fields.title, c.fields.text)
 
 
 def load_corpus(recipe: Recipe, questions: list[Question], index_dir: Path | None, progress: bool = False):

@@ -63,11 +63,13 @@ def _format_of(path: Path) -> str | None:
     return None
 
 
-def missing_hint(spec: FileSpec) -> str:
+def missing_hint(spec: FileSpec, path: Path) -> str:
     if spec.format == "hotpotqa-abstracts":
+        archive = ABSTRACTS_URL.rsplit("/", 1)[1]
         return (
-            f"download the HotpotQA Wikipedia abstracts ({ABSTRACTS_URL}, about 1.5 GB), extract it "
-            "(tar -xjf) and point corpus.files at the extracted folder"
+            f"download the HotpotQA Wikipedia abstracts IRCoT uses ({ABSTRACTS_URL}, about 1.5 GB) and extract "
+            f"it there: mkdir -p {path.parent} && tar -xjf {archive} -C {path.parent} (it unpacks to "
+            f"{archive.removesuffix('.tar.bz2')}/), or set corpus.files to where it is"
         )
     return "set corpus.files to the corpus file or folder (paths are relative to the recipe's folder)"
 
@@ -77,7 +79,7 @@ def expand(spec: FileSpec) -> list[tuple[Path, str]]:
     out: list[tuple[Path, str]] = []
     for path in spec.paths:
         if not path.exists():
-            raise CorpusError(f"corpus.files: {path} does not exist: {missing_hint(spec)}")
+            raise CorpusError(f"corpus.files: {path} does not exist: {missing_hint(spec, path)}")
         if path.is_dir():
             out += _folder(path, spec)
             continue
@@ -102,7 +104,7 @@ def _folder(path: Path, spec: FileSpec) -> list[tuple[Path, str]]:
     files = [(f, fmt) for f, fmt in files if fmt is not None and fmt != "hotpotqa-abstracts"]
     if not files:
         want = "*/wiki_*.bz2 files" if spec.format == "hotpotqa-abstracts" else "paragraph files"
-        raise CorpusError(f"corpus.files: {path} holds no {want}: {missing_hint(spec)}")
+        raise CorpusError(f"corpus.files: {path} holds no {want}: {missing_hint(spec, path)}")
     return files
 
 
