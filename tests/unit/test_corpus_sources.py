@@ -197,3 +197,18 @@ def test_pruned_search_equals_exhaustive(hotpot, monkeypatch):
     assert [retriever.top_k(t, 4) for t in tokens] == expected
     kept = [len(r) for r in pruned if r is not None]
     assert len(kept) > len(queries) // 2 and np.median(kept) <= 8  # most searches pruned to a handful of rows
+
+
+def test_chunks_of_another_chunk_size_are_not_reused(hotpot, tmp_path):
+    from steper_bench.retrieval import bm25
+
+    small = build_corpus(hotpot, chunk_size=200)
+    partial = bm25.partial_folder(tmp_path / small.content_hash() / "bm25.partial", small)
+    bm25._save_npz(partial / "chunk-00000.npz", bm25._tokenize_chunk(small.chunk(0), _stemmer()))  # then a kill
+    big = build_corpus(hotpot, chunk_size=500)  # same paragraphs, same hash, other chunks
+    assert big.content_hash() == small.content_hash()
+    rebuilt = BM25Retriever(big, tmp_path)
+    assert rebuilt.stats == {"chunks": big.n_chunks, "tokenised": big.n_chunks}
+    fresh = BM25Retriever(build_corpus(hotpot, chunk_size=500))
+    np.testing.assert_array_equal(rebuilt.data, fresh.data)
+    np.testing.assert_array_equal(rebuilt.indices, fresh.indices)

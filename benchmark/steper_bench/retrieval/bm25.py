@@ -66,8 +66,7 @@ def build_index(corpus, index_dir: Path, progress: bool = False, stats: dict | N
     stats.update(chunks=corpus.n_chunks, tokenised=0)
     if (final / META).exists():
         return final
-    partial = final.with_name("bm25.partial")
-    partial.mkdir(parents=True, exist_ok=True)
+    partial = partial_folder(final.with_name("bm25.partial"), corpus)
     stemmer = _stemmer()
     n = corpus.n_chunks
     with Bar(f"bm25 {corpus.content_hash()}", n, progress) as bar:
@@ -91,6 +90,19 @@ def build_index(corpus, index_dir: Path, progress: bool = False, stats: dict | N
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(partial, ignore_errors=True)
     return final
+
+
+def partial_folder(path: Path, corpus) -> Path:
+    """The folder of an index's finished chunks. Chunks made with another chunk size (corpus.index_chunk
+    changed between an interrupted build and its re-run) are not this build's: they are removed."""
+    layout = {"rows": len(corpus), "chunk_size": corpus.chunk_size, "chunks": corpus.n_chunks}
+    marker = path / "layout.json"
+    if path.exists() and (not marker.exists() or json.loads(marker.read_text()) != layout):
+        shutil.rmtree(path)
+    if not path.exists():
+        path.mkdir(parents=True)
+        marker.write_text(json.dumps(layout))
+    return path
 
 
 def _tokenize_chunk(paragraphs: list[Paragraph], stemmer) -> dict[str, np.ndarray]:

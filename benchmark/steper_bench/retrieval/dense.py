@@ -27,7 +27,7 @@ import numpy as np
 from steper_bench.console import Bar
 from steper_bench.recipe import digest
 from steper_bench.records import Paragraph
-from steper_bench.retrieval.bm25 import doc_text
+from steper_bench.retrieval.bm25 import doc_text, partial_folder
 
 META = "steper_meta.json"
 PACKAGED = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
@@ -112,8 +112,7 @@ class DenseRetriever:
         final = index_dir / self.corpus.content_hash() / f"dense-{self.model_key}"
         if (final / META).exists():
             return final
-        partial = final.with_name(final.name + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
+        partial = partial_folder(final.with_name(final.name + ".partial"), self.corpus)
         n = self.corpus.n_chunks
         with Bar(f"dense {self.corpus.content_hash()}", n, progress) as bar:
             for i in range(n):
