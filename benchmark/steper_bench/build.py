@@ -142,11 +142,25 @@ def preflight(recipe: Recipe, *, network: bool = True) -> list[str]:
 
         if available():
             raise BuildError(f"teacher.{available()}; or use recipes/quickstart.yaml for an offline run")
+    _check_corpus(recipe)
     if network:
         _check_hub(recipe, notes)
         if t.backend == "openai" and t.base_url:
             notes += _check_endpoint(recipe)
     return notes
+
+
+def _check_corpus(recipe: Recipe) -> None:
+    """A corpus file that is not there: say what to download and where, before any work."""
+    if recipe.corpus.source != "file":
+        return
+    from steper_bench.retrieval import file_spec
+    from steper_bench.retrieval.paragraph_files import CorpusError, expand
+
+    try:
+        expand(file_spec(recipe))
+    except CorpusError as e:
+        raise BuildError(str(e)) from None
 
 
 def _hub_splits(recipe: Recipe) -> list[str]:
@@ -278,13 +292,13 @@ def merge_shards(paths: RunPaths, split: str) -> int:
 def drop_reason(t: Trajectory, spec: str) -> str | None:
     """Why a trajectory is not kept, or None when it is. Failed trajectories never are, even
     with filter `all`: their chains are cut short by an error."""
-    from steper_bench.metrics import passes_filter
+    from steper_bench.metrics import normalize_answer, passes_filter
 
     if t.stop_reason == "failed" or any(s.error for s in t.steps) or not t.steps:
         return "failed steps"
     if passes_filter({"em": t.em, "f1": t.f1, "acc": t.acc}, spec):
         return None
-    if not t.prediction:
+    if not t.prediction or normalize_answer(t.prediction) == "noanswer":  # abstaining is not a wrong answer
         return "max steps" if t.stop_reason == "max_steps" else "no answer"
     return "wrong answer"
 
@@ -451,7 +465,7 @@ def _generate(recipe, paths, loaded, scope, shard, summary, clock, progress, say
     cache = RequestCache(paths.cache)
     with clock("index"):
         pool = [q for s in SPLITS if s in loaded for q in loaded[s].questions]
-        retriever = make_retriever(recipe, pool, index_dir=paths.indexes, cache=cache)
+        retriever = make_retriever(recipe, pool, index_dir=paths.indexes, cache=cache, progress=progress)
     generator = make_generator(recipe.teacher, cache, max_new_tokens=recipe.framework.max_new_tokens)
     settings = LoopSettings.from_recipe(recipe, role="teacher")
     try:

@@ -18,6 +18,7 @@ app = typer.Typer(
 COMMANDS = [
     ("validate", "validate", "validate"),
     ("score", "score", "score"),
+    ("index", "index", "index"),
     ("build", "build", "build"),
     ("publish", "publish", "publish"),
     ("train", "train", "train"),

@@ -120,3 +120,29 @@ def logged(stage: str):
         return wrapper
 
     return deco
+
+
+class Bar:
+    """A rich progress bar (`enabled=False`: silent): `with Bar("index", total) as bar: bar.update(n, info)`."""
+
+    def __init__(self, description: str, total: int | None, enabled: bool = True):
+        self.description, self.total, self.enabled = description, total, enabled
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=12),
+                                      MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total, info="")
+        return self
+
+    def update(self, completed: int, info: str = "") -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, info=info)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

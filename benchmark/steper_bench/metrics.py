@@ -1,9 +1,15 @@
 """Answer metrics: EM, F1, Acc, answer extraction and the build filter.
 
-EM and F1 follow the official HotpotQA script (hotpot_evaluate_v1.py): SQuAD normalisation,
-and F1 is 0 when either side normalises to yes / no / noanswer and the two differ. With several
-gold answers (MuSiQue aliases) each metric is the maximum over them, as in SQuAD and IRCoT.
-Acc is StepER's "gold answer contained in the prediction" after the same normalisation.
+Each dataset scores by its official rule (`rule`, from the dataset's spec: `rule_for(dataset)`):
+- hotpotqa (hotpot_evaluate_v1.py): SQuAD normalisation; F1 is 0 when either side normalises to
+  yes / no / noanswer and the two differ (so "noanswer" never earns partial credit);
+- 2wikimultihopqa (2wikimultihop_evaluate_v1.1.py): HotpotQA's EM and F1, with the answer's
+  aliases and demonyms as more golds (source.aliases_file);
+- musique (MuSiQue's metrics/answer.py, SQuAD 2.0's): the same normalisation and token F1, but
+  no yes / no / noanswer rule; F1 is 1 when neither side has a token, 0 when one side has none.
+With several gold answers (aliases) each metric is the maximum over them, as every official
+script does. Acc is StepER's "gold answer contained in the prediction" after the same
+normalisation, the same under every rule.
 
 Build filtering (keep only correct teacher trajectories) and evaluation both use this module.
 """
@@ -37,9 +43,26 @@ def _em_one(pred: str, gold: str) -> float:
     return float(normalize_answer(pred) == normalize_answer(gold))
 
 
-def _f1_one(pred: str, gold: str) -> float:
+RULES = ("hotpotqa", "2wikimultihopqa", "musique")
+
+
+def rule_for(dataset: str) -> str:
+    """The metric rule of a registered dataset (its spec's `metric`); HotpotQA's for unknown names."""
+    from steper_bench.registry import DATASETS
+
+    try:
+        rule = DATASETS.get(dataset).metric
+    except KeyError:
+        return "hotpotqa"
+    return rule if rule in RULES else "hotpotqa"
+
+
+def _f1_one(pred: str, gold: str, rule: str = "hotpotqa") -> float:
     p, g = normalize_answer(pred), normalize_answer(gold)
-    if (p in _SPECIAL or g in _SPECIAL) and p != g:
+    if rule == "musique":
+        if not p or not g:  # SQuAD 2.0: no-answer on either side scores 1 only when both agree
+            return float(p == g)
+    elif (p in _SPECIAL or g in _SPECIAL) and p != g:
         return 0.0
     common = Counter(p.split()) & Counter(g.split())
     same = sum(common.values())
@@ -57,12 +80,14 @@ def _acc_one(pred: str, gold: str) -> float:
     return float(f" {g} " in f" {normalize_answer(pred)} ")
 
 
-def exact_match(pred: str, golds: str | Iterable[str]) -> float:
-    return max(_em_one(pred, g) for g in _golds(golds))
+def exact_match(pred: str, golds: str | Iterable[str], rule: str = "hotpotqa") -> float:
+    return max(_em_one(pred, g) for g in _golds(golds))  # one EM under every rule
 
 
-def f1_score(pred: str, golds: str | Iterable[str]) -> float:
-    return max(_f1_one(pred, g) for g in _golds(golds))
+def f1_score(pred: str, golds: str | Iterable[str], rule: str = "hotpotqa") -> float:
+    if rule not in RULES:
+        raise ValueError(f"unknown metric rule {rule!r} (allowed: {', '.join(RULES)})")
+    return max(_f1_one(pred, g, rule) for g in _golds(golds))
 
 
 def acc(pred: str, golds: str | Iterable[str]) -> float:
@@ -70,9 +95,9 @@ def acc(pred: str, golds: str | Iterable[str]) -> float:
     return max(_acc_one(pred, g) for g in _golds(golds))
 
 
-def score(pred: str | None, golds: str | Iterable[str]) -> dict[str, float]:
+def score(pred: str | None, golds: str | Iterable[str], rule: str = "hotpotqa") -> dict[str, float]:
     pred = pred or ""
-    return {"em": exact_match(pred, golds), "f1": f1_score(pred, golds), "acc": acc(pred, golds)}
+    return {"em": exact_match(pred, golds), "f1": f1_score(pred, golds, rule), "acc": acc(pred, golds)}
 
 
 # "So the answer is: X." (IRCoT / StepER) or "the answer is X"; the last occurrence wins.

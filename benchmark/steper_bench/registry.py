@@ -155,6 +155,7 @@ FRAMEWORKS.add("no-retrieval", "steper_bench.reasoning.frameworks.no_retrieval:F
 
 RETRIEVERS.add("bm25", "steper_bench.retrieval.bm25:make")
 RETRIEVERS.add("elasticsearch", "steper_bench.retrieval.elasticsearch:make")
+RETRIEVERS.add("dense", "steper_bench.retrieval.dense:make")
 
 GENERATORS.add("openai", "steper_bench.generation.openai_compat:make")
 GENERATORS.add("transformers", "steper_bench.generation.local:make")

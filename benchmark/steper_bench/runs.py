@@ -3,12 +3,13 @@
 runs/<name>-<build hash>/
   recipe.yaml                 the resolved recipe (env references left unexpanded)
   trajectories/<split>.jsonl  teacher trajectories, appended and flushed per batch
-  index/<corpus hash>/        the BM25 index of the corpus, built once
   dataset/                    Hub layout: <config>/<split>-*.parquet, README.md (the card)
   train/<method>-<its train hash>/ checkpoints, final model, weights.json, model card
   build.log                   the build's own lines, appended per run
   logs/<stage>.log            other libraries' logging, warnings and progress (CLI without -v)
-The request cache (teacher, judge, retrieval) is shared by all runs: runs/cache.sqlite.
+The request cache (teacher, judge, retrieval) is shared by all runs: runs/cache.sqlite; so are the
+retrieval indexes, runs/index/<corpus hash>/<backend>/ (a 5.2M-paragraph index is built once for
+every recipe over that corpus; `steper-bench index` builds it ahead).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class RunPaths:
 
     @property
     def indexes(self) -> Path:
-        """Retrieval indexes, one folder per corpus content hash (made by make_retriever)."""
-        return self.root / "index"
+        """Retrieval indexes of every run, one folder per corpus content hash (made by make_retriever)."""
+        return self.runs_dir / "index"
 
     def train(self, method: str) -> Path:
         return self.root / "train" / f"{method}-{self.recipe.train_hash(method)}"

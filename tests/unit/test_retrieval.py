@@ -93,8 +93,8 @@ def test_index_saved_then_loaded_gives_identical_results(questions, tmp_path):
     corpus = build_corpus(questions, "pooled")
     first = BM25Retriever(corpus, tmp_path)
     path = tmp_path / corpus.content_hash()
-    assert not first.loaded_from_disk and (path / "steper_meta.json").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
+    assert not first.loaded_from_disk and (path / "bm25" / "steper_meta.json").exists()
+    assert [p.name for p in path.iterdir()] == ["bm25"]  # no temp or partial folder left
     second = BM25Retriever(build_corpus(questions, "pooled"), tmp_path)
     assert second.loaded_from_disk
     queries = [q.question for q in questions[:50]]

@@ -39,7 +39,7 @@ def score(
 
     by_type: dict[str, list[dict[str, float]]] = defaultdict(list)
     for q in questions:
-        by_type[q.type or "-"].append(metrics.score(preds.get(q.id, ""), q.answers))
+        by_type[q.type or "-"].append(metrics.score(preds.get(q.id, ""), q.answers, metrics.rule_for(dataset)))
     everything = [s for rows in by_type.values() for s in rows]
 
     table = Table(title=f"{dataset}: {len(questions)} questions")

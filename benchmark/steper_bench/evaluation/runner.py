@@ -2,7 +2,8 @@
 
 The same `run_loop` that builds teacher trajectories runs here with `role="student"` settings
 (eval.few_shot, eval.max_new_tokens). The retrieval corpus is the one the build used: pooled
-over the train and test questions of the recipe's source.
+over the train and test questions of the recipe's source, or what `corpus.source` /
+`corpus.pool_splits` name (retrieval.load_corpus).
 
 `clock` holds where the time went (build's phases): load, index, model_load, and retrieval /
 generation inside the loop; `loop_s` is the loop's whole time (scoring = lm-eval's time minus it).
@@ -55,7 +56,7 @@ class StudentRunner:
             if recipe.corpus.mode == "pooled" and _has_split(recipe, other):
                 pool = load_questions(recipe, other).questions + pool  # the build's corpus: train + test
         with clock("index"):
-            retriever = make_retriever(recipe, pool, RunPaths.for_recipe(recipe).indexes, cache)
+            retriever = make_retriever(recipe, pool, RunPaths.for_recipe(recipe).indexes, cache, progress)
         with clock("model_load"):
             settings = LoopSettings.from_recipe(recipe, role="student", few_shot=few_shot)
             generator = make_generator(cfg, cache, max_new_tokens=settings.max_new_tokens)

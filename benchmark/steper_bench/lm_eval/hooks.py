@@ -65,4 +65,4 @@ def load_docs(dataset: str | None = None, docs_key: str | None = None, recipe: s
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
-    return metrics.score(results[0] if results else "", doc["answers"])
+    return metrics.score(results[0] if results else "", doc["answers"], metrics.rule_for(doc["dataset"]))

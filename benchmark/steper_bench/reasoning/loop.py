@@ -300,7 +300,7 @@ def _stop(state: _State, step: Step, reason: str) -> None:
 
 def _trajectory(state: _State, generator: Generator, recipe_hash: str) -> Trajectory:
     q = state.question
-    scores = metrics.score(state.prediction, q.answers)
+    scores = metrics.score(state.prediction, q.answers, metrics.rule_for(q.dataset))
     return Trajectory(
         question_id=q.id, dataset=q.dataset, split=q.split, question=q.question, answers=list(q.answers),
         generator=generator.identity, steps=state.steps, paragraphs=dict(state.seen),

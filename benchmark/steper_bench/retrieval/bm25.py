@@ -1,28 +1,42 @@
-"""BM25 in process with bm25s: title + text indexed, English stopwords, Snowball stemmer.
+"""BM25 in process: title + text indexed, bm25s's tokeniser (English stopwords, Snowball stemmer)
+and scoring (method lucene, k1 1.5, b 0.75), in bm25s's on-disk format, memory-mapped.
 
-One index over the whole corpus, built once and saved under `<index_dir>/<corpus hash>/`
-(built in a temporary folder and renamed, so a crash never leaves half an index under the real
-name; a concurrent builder that loses the rename race just uses the winner's).
+The index is built chunk by chunk (`corpus.chunk(i)`), so 5.2M paragraphs fit in a few GiB and
+an interrupted build resumes where it stopped:
 
-Per-question mode scores a query against the whole index (global document frequencies, which
-are far steadier than ones from a question's ~10 paragraphs) and keeps that question's
-paragraphs only: the same cost as an unrestricted query.
+  <index_dir>/<corpus hash>/bm25.partial/chunk-00000.npz   one per tokenised chunk (atomic)
+  <index_dir>/<corpus hash>/bm25/                          the finished index; steper_meta.json last
+
+1. each chunk: tokens -> its own vocabulary, (document, term, count) triples and document lengths;
+2. merge: one sorted vocabulary, document frequencies and idf; each chunk's BM25 weights are then
+   written at their term's cursor straight into memory-mapped .npy files (term-major CSC, as
+   bm25s stores it), in a temporary folder renamed into place, so no half index ever loads.
+The weights equal bm25s's own `BM25().index(...)` of the same tokens (a test checks), and the
+folder loads with `bm25s.BM25.load(path, mmap=True)` too.
+
+Per-question mode scores a query against the whole index (global document frequencies, far
+steadier than ones from a question's ~10 paragraphs) and keeps that question's paragraphs only.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import logging
+import math
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from steper_bench.console import Bar
 from steper_bench.records import Paragraph
-from steper_bench.retrieval.corpus import Corpus
 
 META = "steper_meta.json"
+MAXW = "steper_maxw.npy"  # each term's largest weight: the bound that lets a search skip long postings
+EXHAUSTIVE = 50_000  # postings a query may touch before the search prunes (below, scoring them all is cheaper)
+K1, B = 1.5, 0.75
+FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
 
 
 def _stemmer():
@@ -41,83 +55,195 @@ def doc_text(p: Paragraph) -> str:
     return f"{p.title}\n{p.text}"
 
 
+# -- building -----------------------------------------------------------------------------------
+
+
+def build_index(corpus, index_dir: Path, progress: bool = False, stats: dict | None = None) -> Path:
+    """The finished index folder of `corpus` under `index_dir`, built (or resumed) if needed.
+    `stats` gets the number of chunks and how many this call tokenised."""
+    final = index_dir / corpus.content_hash() / "bm25"
+    stats = {} if stats is None else stats
+    stats.update(chunks=corpus.n_chunks, tokenised=0)
+    if (final / META).exists():
+        return final
+    partial = partial_folder(final.with_name("bm25.partial"), corpus)
+    stemmer = _stemmer()
+    n = corpus.n_chunks
+    with Bar(f"bm25 {corpus.content_hash()}", n, progress) as bar:
+        for i in range(n):
+            path = partial / f"chunk-{i:05d}.npz"
+            if not path.exists():
+                _save_npz(path, _tokenize_chunk(corpus.chunk(i), stemmer))
+                stats["tokenised"] += 1
+            bar.update(i + 1, f"{stats['tokenised']} tokenised now")
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".bm25."))
+    try:
+        _merge([partial / f"chunk-{i:05d}.npz" for i in range(n)], tmp)
+        (tmp / META).write_text(json.dumps({"corpus_hash": corpus.content_hash(), "num_docs": len(corpus),
+                                            "mode": corpus.mode, "k1": K1, "b": B, "method": "lucene"}))
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished the same index first: keep theirs
+            if not (final / META).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    return final
+
+
+def partial_folder(path: Path, corpus) -> Path:
+    """The folder of an index's finished chunks. Chunks made with another chunk size (corpus.index_chunk
+    changed between an interrupted build and its re-run) are not this build's: they are removed."""
+    layout = {"rows": len(corpus), "chunk_size": corpus.chunk_size, "chunks": corpus.n_chunks}
+    marker = path / "layout.json"
+    if path.exists() and (not marker.exists() or json.loads(marker.read_text()) != layout):
+        shutil.rmtree(path)
+    if not path.exists():
+        path.mkdir(parents=True)
+        marker.write_text(json.dumps(layout))
+    return path
+
+
+def _tokenize_chunk(paragraphs: list[Paragraph], stemmer) -> dict[str, np.ndarray]:
+    ids, vocab = tokenize([doc_text(p) for p in paragraphs], stemmer, True)
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    doc = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
+    width = max(len(vocab), 1)
+    keys, tf = np.unique(doc * width + flat, return_counts=True)  # doc-major, one entry per (doc, term)
+    tokens = sorted(vocab, key=vocab.get)
+    return {
+        "lengths": lengths.astype(np.int32), "doc": (keys // width).astype(np.int32),
+        "term": (keys % width).astype(np.int32), "tf": tf.astype(np.int32),
+        "vocab": np.frombuffer("\n".join(tokens).encode("utf-8"), dtype=np.uint8),
+    }
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _chunk_vocab(z) -> list[str]:
+    blob = z["vocab"].tobytes().decode("utf-8")
+    return blob.split("\n") if blob else []
+
+
+def _merge(chunk_files: list[Path], out: Path) -> None:
+    # Pass 1: the vocabulary (sorted, so an id is a token's rank), document frequencies, lengths.
+    vocab: set[str] = set()
+    for f in chunk_files:
+        with np.load(f) as z:
+            vocab.update(_chunk_vocab(z))
+    tokens = sorted(vocab)
+    gid = {t: i for i, t in enumerate(tokens)}
+    del vocab
+    df = np.zeros(len(tokens), dtype=np.int64)
+    maps, lengths = [], []
+    for f in chunk_files:
+        with np.load(f) as z:
+            m = np.fromiter((gid[t] for t in _chunk_vocab(z)), dtype=np.int64)
+            df += np.bincount(m[z["term"]], minlength=len(tokens)) if len(m) else 0
+            maps.append(m)
+            lengths.append(z["lengths"])
+    lengths_all = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+    n_docs = len(lengths_all)
+    avgdl = float(lengths_all.sum()) / n_docs if n_docs else 1.0
+    # bm25s rounds idf to float32 first, then multiplies in float64 and stores float32.
+    idf = np.array([math.log(1 + (n_docs - d + 0.5) / (d + 0.5)) for d in df.tolist()], dtype=np.float32)
+    indptr = np.zeros(len(tokens) + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    nnz = int(indptr[-1])
+    data = np.lib.format.open_memmap(out / FILES[0], mode="w+", dtype=np.float32, shape=(nnz,))
+    indices = np.lib.format.open_memmap(out / FILES[1], mode="w+", dtype=np.int32, shape=(nnz,))
+    cursor = indptr[:-1].copy()
+    row0 = 0
+    # Pass 2: each chunk's weights, placed at their term's cursor (documents stay in row order).
+    for f, m, dl_chunk in zip(chunk_files, maps, lengths):
+        with np.load(f) as z:
+            doc, term, tf = z["doc"], m[z["term"]], z["tf"].astype(np.float32)
+        dl = dl_chunk[doc]
+        w = idf[term] * (tf / (K1 * ((1 - B) + B * dl / avgdl) + tf))
+        order = np.argsort(term, kind="stable")
+        t_sorted = term[order]
+        starts = np.flatnonzero(np.r_[True, t_sorted[1:] != t_sorted[:-1]]) if len(t_sorted) else t_sorted
+        counts = np.diff(np.r_[starts, len(t_sorted)])
+        pos = cursor[t_sorted] + (np.arange(len(t_sorted)) - np.repeat(starts, counts))
+        data[pos] = w[order]
+        indices[pos] = doc[order] + row0
+        cursor[t_sorted[starts]] += counts
+        row0 += len(dl_chunk)
+    data.flush()
+    indices.flush()
+    del data, indices
+    np.save(out / FILES[2], indptr)
+    np.save(out / MAXW, _column_max(np.load(out / FILES[0], mmap_mode="r"), indptr))
+    (out / "vocab.index.json").write_text(json.dumps(gid, ensure_ascii=False), encoding="utf-8")
+    (out / "params.index.json").write_text(json.dumps({
+        "k1": K1, "b": B, "delta": 0.5, "method": "lucene", "idf_method": "lucene", "dtype": "float32",
+        "int_dtype": "int32", "num_docs": n_docs, "version": "steper-bench", "backend": "numpy"}))
+
+
+def _column_max(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(indptr) - 1, dtype=np.float32)
+    nonempty = np.flatnonzero(np.diff(indptr) > 0)
+    if len(nonempty):
+        out[nonempty] = np.maximum.reduceat(data, indptr[nonempty])
+    return out
+
+
+# -- searching ----------------------------------------------------------------------------------
+
+
 class BM25Retriever:
-    """`retrieve(queries, k, question_ids)`: best first; paragraphs with score 0 (no query term)
-    are not returned, so an empty or stopword-only query gives []."""
+    """`retrieve(queries, k, question_ids)`: best first, ties by corpus row; paragraphs with score 0
+    (no query term) are not returned, so an empty or stopword-only query gives []."""
 
     backend = "bm25"
 
-    def __init__(self, corpus: Corpus, index_dir: Path | None = None):
+    def __init__(self, corpus, index_dir: Path | None = None, progress: bool = False):
         self.corpus = corpus
         self._stemmer = _stemmer()
-        self._row = {p.pid: i for i, p in enumerate(corpus.paragraphs)}
-        self._question_rows = {
-            qid: np.array([self._row[pid] for pid in pids], dtype=np.int64)
-            for qid, pids in corpus.question_pids.items()
-        }
+        self._question_rows = _question_rows(corpus)
         self.loaded_from_disk = False
-        self.index_path = index_dir / corpus.content_hash() if index_dir is not None else None
-        self.bm25 = self._load_or_build()
+        self._tmp = None
+        if index_dir is None:  # an in-memory index: built in a temporary folder, read into memory
+            self._tmp = tempfile.TemporaryDirectory(prefix="steper-bm25-")
+            index_dir = Path(self._tmp.name)
+        else:
+            self.loaded_from_disk = (index_dir / corpus.content_hash() / "bm25" / META).exists()
+        self.stats: dict = {}
+        self.index_path = build_index(corpus, index_dir, progress, self.stats) if len(corpus) else None
+        self._load(self.index_path, mmap=self._tmp is None)
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
-    # -- index ----------------------------------------------------------------------------
-    def _build(self):
-        import bm25s
+    def _load(self, path: Path | None, mmap: bool) -> None:
+        if path is None:
+            self.vocab, self.data, self.indices, self.indptr = {}, None, None, None
+            return
+        mode = "r" if mmap else None
+        self.data, self.indices, self.indptr = (np.load(path / f, mmap_mode=mode) for f in FILES)
+        self.vocab = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
+        maxw = path / MAXW  # absent from a plain bm25s folder: computed once here
+        self.maxw = np.load(maxw) if maxw.exists() else _column_max(self.data, self.indptr)
+        self._buf = np.zeros(len(self.corpus), dtype=np.float32)
 
-        bm25 = bm25s.BM25()
-        if self.corpus.paragraphs:
-            tokens = tokenize([doc_text(p) for p in self.corpus.paragraphs], self._stemmer, True)
-            bm25.index(tokens, show_progress=False)
-        return bm25
-
-    def _load_or_build(self):
-        path = self.index_path
-        if path is not None and (path / META).exists():
-            bm25 = self._load(path)
-            if bm25 is not None:
-                self.loaded_from_disk = True
-                return bm25
-        bm25 = self._build()
-        if path is not None and self.corpus.paragraphs:
-            self._save(bm25, path)
-        return bm25
-
-    def _load(self, path: Path):
-        import bm25s
-
-        meta = json.loads((path / META).read_text())
-        if meta.get("corpus_hash") != self.corpus.content_hash() or meta.get("num_docs") != len(self.corpus):
-            logging.getLogger(__name__).warning("index at %s does not match the corpus: rebuilding", path)
-            return None
-        return bm25s.BM25.load(str(path), show_progress=False)
-
-    def _save(self, bm25, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        try:
-            bm25.save(str(tmp), show_progress=False)
-            meta = {"corpus_hash": self.corpus.content_hash(), "num_docs": len(self.corpus), "mode": self.corpus.mode}
-            (tmp / META).write_text(json.dumps(meta))
-            try:
-                tmp.rename(path)
-            except OSError:  # another process saved the same index first: keep theirs
-                if not (path / META).exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    # -- search ---------------------------------------------------------------------------
     def retrieve(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[Paragraph]]:
+        return [[self.corpus[r] for r in rows] for rows in self.retrieve_rows(queries, k, question_ids)]
+
+    def retrieve_rows(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[int]]:
+        """Top-k corpus rows per query, best first (what `retrieve` reads the paragraphs of)."""
         if question_ids is not None and len(question_ids) != len(queries):
             raise ValueError(f"{len(queries)} queries but {len(question_ids)} question ids")
-        if not self.corpus.paragraphs or not queries:
+        if not len(self.corpus) or not queries:
             return [[] for _ in queries]
         restrict = self.corpus.mode == "per-question" and question_ids is not None
         tokens = tokenize([q or "" for q in queries], self._stemmer, False)
-        out = []
-        for i, toks in enumerate(tokens):
-            rows = self._rows_for(question_ids[i]) if restrict else None
-            out.append([self.corpus.paragraphs[r] for r in self._top_k(toks, k, rows)])
-        return out
+        return [self.top_k(toks, k, self._rows_for(question_ids[i]) if restrict else None)
+                for i, toks in enumerate(tokens)]
 
     def _rows_for(self, qid: str) -> np.ndarray:
         rows = self._question_rows.get(qid)
@@ -125,21 +251,112 @@ class BM25Retriever:
             raise KeyError(f"question {qid!r} is not in this per-question corpus")
         return rows
 
-    def _top_k(self, toks: list[str], k: int, rows: np.ndarray | None) -> list[int]:
-        ids = self.bm25.get_tokens_ids(toks)
+    def top_k(self, toks: list[str], k: int, rows: np.ndarray | None = None) -> list[int]:
+        """Best k rows by BM25: the score of a row is the float32 sum of its weights in query-token
+        order (a repeated token counts again, as in bm25s); ties go to the lower row."""
+        ids = [self.vocab[t] for t in toks if t in self.vocab]
         if not ids:
             return []
-        scores = self.bm25.get_scores_from_ids(ids)
+        if rows is None and sum(int(self.indptr[t + 1] - self.indptr[t]) for t in set(ids)) > EXHAUSTIVE:
+            rows = self._pruned_candidates(ids, k)
         if rows is None:
-            rows = np.flatnonzero(scores > 0)
+            rows, scores = self._accumulate(ids)
         else:
-            rows = rows[scores[rows] > 0]
-        if len(rows) > k:
-            rows = rows[np.argpartition(-scores[rows], k - 1)[:k]]
-        # Best first; ties broken by corpus order so results never depend on batching.
-        order = np.lexsort((rows, -scores[rows]))
+            scores = self._score_rows(ids, np.asarray(rows, dtype=np.int64))
+        keep = scores > 0
+        rows, scores = rows[keep], scores[keep]
+        if len(rows) > k:  # everything scoring at least the k-th best, so ties are cut by row below
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            keep = scores >= kth
+            rows, scores = rows[keep], scores[keep]
+        order = np.lexsort((rows, -scores))[:k]
         return rows[order].tolist()
 
+    def _postings(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        s, e = self.indptr[t], self.indptr[t + 1]
+        return self.indices[s:e], self.data[s:e]
 
-def make(recipe, corpus: Corpus, index_dir: Path | None) -> BM25Retriever:
-    return BM25Retriever(corpus, index_dir)
+    def _accumulate(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Every row any query term touches, with its score (all postings read)."""
+        buf, touched = self._buf, []
+        try:
+            for t in ids:
+                idx, w = self._postings(t)
+                buf[idx] += w
+                touched.append(idx)
+            cand = np.concatenate(touched)
+            rows = np.flatnonzero(buf) if len(cand) > len(buf) // 8 else np.unique(cand)
+            return rows, buf[rows]
+        finally:
+            for idx in touched:
+                buf[idx] = 0
+
+    def _score_rows(self, ids: list[int], rows: np.ndarray) -> np.ndarray:
+        """Scores of given rows, summed in query-token order: the same float32 sums as `_accumulate`."""
+        scores = np.zeros(len(rows), dtype=np.float32)
+        for t in ids:
+            idx, w = self._postings(t)
+            pos = np.minimum(np.searchsorted(idx, rows), max(len(idx) - 1, 0))
+            hit = idx[pos] == rows if len(idx) else np.zeros(len(rows), bool)
+            scores[hit] += w[pos[hit]]
+        return scores
+
+    def _pruned_candidates(self, ids: list[int], k: int) -> np.ndarray | None:
+        """MaxScore, vectorised. Terms go from the largest possible weight down. Phase 1 adds whole
+        postings until the terms left could not lift a row that has none of the terms read so far
+        to the k-th best partial score: only rows already touched can make the top k. Phase 2 adds
+        the remaining terms to those rows by lookup, one term at a time, dropping each row whose
+        partial score plus what is left cannot reach the k-th best. `top_k` scores the rows left
+        exactly, so the result is the exhaustive one."""
+        count: dict[int, int] = {}
+        for t in ids:
+            count[t] = count.get(t, 0) + 1
+        terms = sorted(count, key=lambda t: -float(self.maxw[t]) * count[t])
+        bound = np.array([float(self.maxw[t]) * count[t] for t in terms])
+        rest = np.concatenate([np.cumsum(bound[::-1])[::-1][1:], [0.0]]) * (1 + 1e-5)  # float32 rounding slack
+        buf, touched = self._buf, []
+        try:
+            for j, t in enumerate(terms):
+                idx, w = self._postings(t)
+                buf[idx] += w * count[t]
+                touched.append(idx)
+                cat = np.concatenate(touched) if j else idx
+                vals = buf[cat]
+                kth = _kth_distinct(cat, vals, k, j + 1)
+                if rest[j] < kth:
+                    keep = vals + rest[j] >= kth
+                    rows, partial = cat[keep], vals[keep]  # a row appears up to j + 1 times
+                    break
+            else:
+                return None  # nothing could be skipped: `top_k` scores every posting in query order
+        finally:
+            for idx in touched:
+                buf[idx] = 0
+        for jj in range(j + 1, len(terms)):
+            partial = partial + self._score_rows([terms[jj]] * count[terms[jj]], rows)
+            keep = partial + rest[jj] >= _kth_distinct(rows, partial, k, j + 1)
+            rows, partial = rows[keep], partial[keep]
+        return np.unique(rows)
+
+def _kth_distinct(cat: np.ndarray, vals: np.ndarray, k: int, copies: int) -> float:
+    """The k-th best value over distinct rows of `cat` (each row at most `copies` times, with equal
+    values; 0 when there are fewer than k rows): the best k * copies entries hold the k best rows,
+    so no sort of all of them is needed."""
+    n = k * copies
+    top = np.argpartition(vals, len(vals) - n)[len(vals) - n :] if len(vals) > n else np.arange(len(vals))
+    rows, first = np.unique(cat[top], return_index=True)
+    if len(rows) < k:
+        return 0.0
+    best = vals[top][first]
+    return float(np.partition(best, len(best) - k)[len(best) - k])
+
+
+def _question_rows(corpus) -> dict[str, np.ndarray]:
+    if not corpus.question_pids:
+        return {}
+    row = {p.pid: i for i, p in enumerate(corpus.paragraphs)}
+    return {qid: np.array([row[pid] for pid in pids], dtype=np.int64) for qid, pids in corpus.question_pids.items()}
+
+
+def make(recipe, corpus, index_dir: Path | None, progress: bool = False) -> BM25Retriever:
+    return BM25Retriever(corpus, index_dir, progress)

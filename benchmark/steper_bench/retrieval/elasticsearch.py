@@ -2,9 +2,9 @@
 
 Install with `pip install 'steper-bench[elasticsearch]'`. The index is named
 `<corpus.elasticsearch.index>-<corpus hash>`, so two corpora never share one; it is created and
-bulk-indexed once (reused when its document count matches). Queries go out as one multi-search
-per batch; BM25 is Elasticsearch's default similarity. Per-question mode filters on the
-paragraph's question id.
+bulk-indexed once (reused when its document count matches), chunk by chunk from the corpus (a
+file corpus is never held in memory). Queries go out as one multi-search per batch; BM25 is
+Elasticsearch's default similarity. Per-question mode filters on the paragraph's question id.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class ElasticsearchRetriever:
         self.es = client if client is not None else _client(cfg)
         self.index = f"{cfg.index}-{corpus.content_hash()}".lower()
         self._qid_of = {pid: qid for qid, pids in corpus.question_pids.items() for pid in pids}
-        self._by_pid = {p.pid: p for p in corpus.paragraphs}
         self._ensure_index()
 
     def _ensure_index(self) -> None:
@@ -53,7 +52,7 @@ class ElasticsearchRetriever:
             settings={"number_of_shards": 1, "number_of_replicas": 0, "analysis": {"analyzer": {"default": {
                 "type": "custom", "tokenizer": "standard", "filter": ["lowercase", "stop", "porter_stem"]}}}},
             mappings={"properties": {
-                "pid": {"type": "keyword"}, "qid": {"type": "keyword"},
+                "pid": {"type": "keyword"}, "qid": {"type": "keyword"}, "row": {"type": "long"},
                 "title": {"type": "text"}, "text": {"type": "text"}}},
         )
         from elasticsearch.helpers import bulk
@@ -61,13 +60,19 @@ class ElasticsearchRetriever:
         bulk(es, self._actions(), chunk_size=BULK_CHUNK, refresh="wait_for")
 
     def _actions(self):
-        for p in self.corpus.paragraphs:
-            yield {"_index": self.index, "_id": p.pid, "_source": {
-                "pid": p.pid, "qid": self._qid_of.get(p.pid, ""), "title": p.title, "text": p.text}}
+        row = 0
+        for i in range(self.corpus.n_chunks):
+            for p in self.corpus.chunk(i):
+                yield {"_index": self.index, "_id": p.pid, "_source": {
+                    "pid": p.pid, "qid": self._qid_of.get(p.pid, ""), "row": row, "title": p.title, "text": p.text}}
+                row += 1
 
     def retrieve(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[Paragraph]]:
+        return [[self.corpus[r] for r in rows] for rows in self.retrieve_rows(queries, k, question_ids)]
+
+    def retrieve_rows(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[int]]:
         restrict = self.corpus.mode == "per-question" and question_ids is not None
-        out: list[list[Paragraph]] = [[] for _ in queries]
+        out: list[list[int]] = [[] for _ in queries]
         todo = [i for i, q in enumerate(queries) if q and q.strip()]  # empty query: no result
         if not todo:
             return out
@@ -76,14 +81,14 @@ class ElasticsearchRetriever:
             query: dict = {"multi_match": {"query": queries[i], "fields": ["title", "text"]}}
             if restrict:
                 query = {"bool": {"must": query, "filter": {"term": {"qid": question_ids[i]}}}}
-            searches += [{"index": self.index}, {"query": query, "size": k, "_source": ["pid"]}]
+            searches += [{"index": self.index}, {"query": query, "size": k, "_source": ["row"]}]
         responses = self.es.msearch(searches=searches)["responses"]
         for i, resp in zip(todo, responses):
             if "error" in resp:
                 raise RuntimeError(f"Elasticsearch query failed for {queries[i]!r}: {resp['error']}")
-            out[i] = [self._by_pid[h["_source"]["pid"]] for h in resp["hits"]["hits"]]
+            out[i] = [h["_source"]["row"] for h in resp["hits"]["hits"]]
         return out
 
 
-def make(recipe, corpus: Corpus, index_dir=None) -> ElasticsearchRetriever:
+def make(recipe, corpus: Corpus, index_dir=None, progress: bool = False) -> ElasticsearchRetriever:
     return ElasticsearchRetriever(corpus, recipe.corpus.elasticsearch)

@@ -6,8 +6,21 @@ Each dataset is a `DatasetSpec` in the registry (`steper_bench.registry.DATASETS
 built-in ones are modules of this package; another is one file that calls `base.register(spec)`,
 named in a recipe's `imports:`. Local files are a JSON array or JSONL. A malformed record is
 skipped and reported with its line and id, or, in strict mode, raises `SourceError`.
-When a split has more questions than its limit, a seeded sample is kept in file order
-(`random.Random(seed).sample`; IRCoT: 500 test questions, seed 13370).
+
+Which questions of a split are kept:
+- `source.test_ids` (test split): exactly the listed ids, in the file's order; an id that is not
+  in the split is an error.
+- `source.sampling: seeded` (ours, the default): over its limit, `random.Random(seed).sample` of
+  the positions, kept in file order.
+- `source.sampling: ircot` (test split; IRCoT's processing_scripts/subsample_dataset_and_remap_paras.py):
+  over the dev file's questions in their original order, a fresh `random.Random(13370)` draws
+  `random.sample(questions, 100)` (IRCoT's dev_subsampled); a second fresh `random.Random(13370)`
+  draws `random.sample(rest, test_limit)` (500: test_subsampled) from the questions left after
+  removing those 100, and the test set is that draw, in the order drawn. A dev file with skipped
+  records is an error here (the draw would no longer be IRCoT's), as is one with fewer than
+  100 + test_limit questions. IRCoT's MuSiQue dev file is musique_ans_v1.0_dev.jsonl (answerable).
+`source.aliases_file` (2WikiMultiHopQA's id_aliases.json) adds each answer's aliases and demonyms
+as gold answers, keyed by the record's answer_id, as the official evaluation does.
 """
 
 from __future__ import annotations
@@ -85,8 +98,117 @@ def load_questions(
             result = LoadResult(questions, skipped, origin, src.hub_revision)
     except RecordSourceError as e:
         raise RecordSourceError(f"{e} (strict mode: fix the record, or set source.strict: false to skip it)") from None
-    result.questions = subsample(result.questions, limit, src.seed)
+    if src.aliases_file:
+        add_aliases(result.questions, recipe.resolve_path(src.aliases_file))
+    result.questions = select(result, split, limit, recipe)
     return result
+
+
+IRCOT_SEED, IRCOT_DEV = 13370, 100
+
+
+def select(result: LoadResult, split: str, limit: int | None, recipe) -> list:
+    src = recipe.source
+    if split == "test" and src.test_ids:
+        return by_ids(result.questions, read_ids(recipe.resolve_path(src.test_ids)), src.test_ids)
+    if split == "test" and src.sampling == "ircot":
+        if result.skipped:
+            raise SourceError(
+                f"source.sampling: ircot draws from every question of the dev file in order, but {len(result.skipped)} "
+                f"record(s) of {result.path_or_id} were skipped (first: line {result.skipped[0].line}: "
+                f"{result.skipped[0].reason}): use the unmodified dev file")
+        return ircot_sample(result.questions, limit or 500)
+    return subsample(result.questions, limit, src.seed)
+
+
+def ircot_sample(questions: list, test_size: int = 500) -> list:
+    """IRCoT's test set (see the module doc): 100 dev questions drawn, then `test_size` of the rest."""
+    need = IRCOT_DEV + test_size
+    if len(questions) < need:
+        raise SourceError(f"source.sampling: ircot draws {IRCOT_DEV} dev + {test_size} test questions, but the dev "
+                          f"file has {len(questions)}: use the full dev file (or a smaller source.test_limit)")
+    dev = {q.id for q in random.Random(IRCOT_SEED).sample(questions, IRCOT_DEV)}
+    rest = [q for q in questions if q.id not in dev]
+    return random.Random(IRCOT_SEED).sample(rest, test_size)
+
+
+def read_ids(path: Path) -> list[str]:
+    """Question ids, one per line, or JSONL records with question_id / _id / id."""
+    data = _read_bytes(path, "source.test_ids").decode("utf-8-sig")
+    ids = []
+    for line_no, line in enumerate(data.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SourceError(f"source.test_ids: {path}:{line_no}: invalid JSON ({e.msg})") from None
+            qid = next((raw[k] for k in ("question_id", "_id", "id") if k in raw), None)
+            if qid is None:
+                raise SourceError(f"source.test_ids: {path}:{line_no}: no question_id, _id or id field")
+            line = str(qid)
+        ids.append(line)
+    if not ids:
+        raise SourceError(f"source.test_ids: {path} lists no ids")
+    return ids
+
+
+def by_ids(questions: list, ids: list[str], name: str) -> list:
+    by = {q.id: q for q in questions}
+    missing = [i for i in ids if i not in by]
+    if missing:
+        raise SourceError(f"source.test_ids: {len(missing)} of {len(ids)} ids in {name} are not in the test split "
+                          f"(first: {', '.join(missing[:3])}): check source.test_file / source.hub_id")
+    return [by[i] for i in dict.fromkeys(ids)]
+
+
+def add_aliases(questions: list, path: Path) -> None:
+    """Extend each question's answers with the aliases and demonyms of its answer_id (2Wiki)."""
+    table: dict[str, list[str]] = {}
+    for line, raw, problem in _jsonl_rows(_read_bytes(path, "source.aliases_file")):
+        if problem or "Q_id" not in raw:
+            raise SourceError(f"source.aliases_file: {path}:{line}: {problem or 'no Q_id field'} "
+                              "(expected 2WikiMultiHopQA's id_aliases.json: JSON lines with Q_id, aliases, demonyms)")
+        table[str(raw["Q_id"])] = [*(raw.get("aliases") or []), *(raw.get("demonyms") or [])]
+    if questions and not any(q.answer_id for q in questions):
+        raise SourceError("source.aliases_file: none of the questions has an answer id (only 2WikiMultiHopQA "
+                          "records carry answer_id): remove source.aliases_file")
+    for q in questions:
+        extra = sorted(set(table.get(q.answer_id, [])) - set(q.answers))
+        q.answers = [*q.answers, *extra]
+
+
+def pool_records(recipe, splits: list[str], files: list[Path]) -> Iterator[tuple[str, str, str]]:
+    """(pid, title, text) of every record of the named splits and files of the recipe's dataset, in
+    order (pids as `parse` makes them); records without a readable context are passed over."""
+    src = recipe.source
+    spec = get_spec(src.dataset)
+    sources = []
+    for split in splits:
+        file = src.train_file if split == "train" else src.test_file
+        if file:
+            sources.append(recipe.resolve_path(file))
+        elif src.hub_id:
+            hub_split = src.train_split if split == "train" else src.test_split
+            sources.append(_hub_rows(src.hub_id, src.hub_config, hub_split, src.hub_revision, spec)[0])
+        else:
+            raise SourceError(f"corpus.pool_splits: {split}: source.{split}_file is not set and there is no "
+                              "source.hub_id: set it, or remove the split from corpus.pool_splits")
+    sources += files
+    for origin in sources:
+        rows = _file_rows(_read_bytes(origin, "corpus.pool_files"), str(origin)) if isinstance(origin, Path) else origin
+        for _, raw, problem in rows:
+            if problem is not None:
+                continue
+            try:
+                paragraphs = spec.paragraphs(raw)
+            except RecordError:
+                continue
+            rid = record_id(raw)
+            for i, (title, text) in enumerate(paragraphs):
+                yield f"{rid}-{i}", title, text
 
 
 def load_file(

@@ -42,6 +42,7 @@ class LoadResult:
 
 
 Parser = Callable[[dict, str], Question]
+ContextReader = Callable[[dict], list[tuple[str, str]]]  # raw record -> [(title, text)] as `parse` makes them
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class DatasetSpec:
     # A generated dataset (the synthetic world): (recipe's source.world settings, split) -> raw
     # records in the parser's format; it then needs no files and no Hub id.
     generate: Callable[[Any, str], list[dict]] | None = None
+    # A record's paragraphs without the rest of `parse` (corpus.pool_splits / pool_files pool
+    # records that may lack answers, e.g. test files); default: the parsed question's paragraphs.
+    contexts: ContextReader | None = None
+
+    def paragraphs(self, raw: dict) -> list[tuple[str, str]]:
+        if self.contexts is not None:
+            return self.contexts(raw)
+        return [(p.title, p.text) for p in self.parse(raw, "pool").paragraphs]
 
     @property
     def lm_eval_task(self) -> str:
@@ -178,6 +187,11 @@ def supporting_facts(raw: dict) -> list[tuple[str, int]]:
     return out
 
 
+def titled_contexts(raw: dict, joiner: str) -> list[tuple[str, str]]:
+    """HotpotQA-style context as [(title, paragraph text)]: the sentences joined with `joiner`."""
+    return [(t, joiner.join(s).strip()) for t, s in context_sentences(raw)]
+
+
 def titled_context_question(raw: dict, split: str, dataset: str, joiner: str) -> Question:
     """HotpotQA-style record (context = titled sentence lists) -> Question.
 
@@ -199,8 +213,8 @@ def titled_context_question(raw: dict, split: str, dataset: str, joiner: str) ->
     for title, sents in ctx:
         sentences.setdefault(title, sents)
     paragraphs = [
-        Paragraph(pid=f"{qid}-{i}", title=t, text=joiner.join(s).strip(), is_supporting=t in sf_titles)
-        for i, (t, s) in enumerate(ctx)
+        Paragraph(pid=f"{qid}-{i}", title=t, text=text, is_supporting=t in sf_titles)
+        for i, (t, text) in enumerate(titled_contexts(raw, joiner))
     ]
     support = [
         (t, sentences[t][i].strip())

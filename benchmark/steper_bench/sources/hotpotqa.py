@@ -10,7 +10,7 @@ get one).
 from __future__ import annotations
 
 from steper_bench.records import Question
-from steper_bench.sources.base import DatasetSpec, titled_context_question
+from steper_bench.sources.base import DatasetSpec, titled_context_question, titled_contexts
 
 
 def parse(raw: dict, split: str) -> Question:
@@ -29,4 +29,5 @@ DATASET = DatasetSpec(
     name="hotpotqa", parse=parse, hub_id="hotpotqa/hotpot_qa", hub_config="distractor",
     label="HotpotQA", title="HotpotQA", license="cc-by-sa-4.0", citation=CITATION,
     demos={"ircot": "ircot/hotpotqa.json", "self-ask": "self-ask/hotpotqa.json"}, metric="hotpotqa",
+    contexts=lambda raw: titled_contexts(raw, ""),
 )

@@ -39,6 +39,19 @@ def _answer_sentence(sentences: list[str], answer: str) -> int:
     return 0
 
 
+def contexts(raw: dict) -> list[tuple[str, str]]:
+    paras = rows(need(raw, "paragraphs", (list, dict, str)), "paragraphs")
+    if not paras:
+        raise RecordError("empty context")
+    out = []
+    for i, p in enumerate(paras):
+        title, text = p.get("title"), p.get("paragraph_text")
+        if not isinstance(title, str) or not isinstance(text, str):
+            raise RecordError(f"paragraphs[{i}] needs string 'title' and 'paragraph_text'")
+        out.append((title, text.strip()))
+    return out
+
+
 def parse(raw: dict, split: str) -> Question:
     qid = record_id(raw)
     if not qid:
@@ -51,14 +64,8 @@ def parse(raw: dict, split: str) -> Question:
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise RecordError("field 'answer_aliases' should be a list of strings")
     paras = rows(need(raw, "paragraphs", (list, dict, str)), "paragraphs")
-    if not paras:
-        raise RecordError("empty context")
-    paragraphs = []
-    for i, p in enumerate(paras):
-        title, text = p.get("title"), p.get("paragraph_text")
-        if not isinstance(title, str) or not isinstance(text, str):
-            raise RecordError(f"paragraphs[{i}] needs string 'title' and 'paragraph_text'")
-        paragraphs.append(Paragraph(f"{qid}-{i}", title, text.strip(), bool(p.get("is_supporting"))))
+    paragraphs = [Paragraph(f"{qid}-{i}", title, text, bool(p.get("is_supporting")))
+                  for i, ((title, text), p) in enumerate(zip(contexts(raw), paras))]
 
     facts, sentences, decomposition = [], [], []
     for step in rows(raw.get("question_decomposition") or [], "question_decomposition"):
@@ -100,4 +107,5 @@ DATASET = DatasetSpec(
     name="musique", parse=parse, hub_id="dgslibisey/MuSiQue",
     label="MuSiQue", title="MuSiQue", license="cc-by-4.0", citation=CITATION,
     demos={"ircot": "ircot/musique.json", "self-ask": "self-ask/musique.json"}, metric="musique",
+    contexts=contexts,
 )

@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from steper_bench.records import Question
-from steper_bench.sources.base import DatasetSpec, RecordError, titled_context_question
+from steper_bench.sources.base import DatasetSpec, RecordError, titled_context_question, titled_contexts
 
 
 def parse(raw: dict, split: str) -> Question:
     q = titled_context_question(raw, split, "2wikimultihopqa", joiner=" ")
-    return replace(q, decomposition=evidence_hops(raw.get("evidences") or []))
+    answer_id = raw.get("answer_id")
+    return replace(q, decomposition=evidence_hops(raw.get("evidences") or []),
+                   answer_id=answer_id if isinstance(answer_id, str) else "")
 
 
 def evidence_hops(evidences) -> list[tuple[str, str, str]]:
@@ -46,4 +48,5 @@ DATASET = DatasetSpec(
     name="2wikimultihopqa", parse=parse, hub_id="framolfese/2WikiMultihopQA",
     label="2Wiki", title="2WikiMultiHopQA", license="apache-2.0", citation=CITATION,
     demos={"ircot": "ircot/2wikimultihopqa.json", "self-ask": "self-ask/2wikimultihopqa.json"}, metric="2wikimultihopqa",
+    contexts=lambda raw: titled_contexts(raw, " "),
 )
