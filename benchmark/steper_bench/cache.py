@@ -4,7 +4,8 @@ A key is the sha256 of the canonical JSON of a dict that the caller builds with
 `RequestCache.key(**parts)`: backend, base url, model, revision, the full prompt or messages,
 decoding parameters, sample index (for retrieval: backend, corpus hash, query, k, question id).
 Secrets never go in: `key()` and `put()` raise on fields named like credentials (api_key, token,
-authorization, ...), so an API key can never end up in the file.
+authorization, ...) at any depth (`params={"api_key": ...}`, `headers={"Authorization": ...}`), so
+an API key can never end up in the file.
 
 Only successes are returned by `get`; failures go to their own table (`record_failure`) so a
 re-run retries them. Requests sent through a batch interface (generation/batch.py) are recorded
@@ -32,7 +33,7 @@ from typing import Any
 
 SECRET_FIELDS = {
     "api_key", "apikey", "token", "hf_token", "openai_api_key", "authorization",
-    "password", "secret", "access_token",
+    "password", "secret", "access_token", "x_api_key",
 }
 BUSY_TIMEOUT_S = 60.0
 
@@ -74,8 +75,24 @@ def _guarded(fn):
     return wrapper
 
 
+def _secret_paths(value: Any, path: str = "") -> list[str]:
+    """Where credential-named fields sit in `value`, at any depth: `params.api_key`, `headers.Authorization`,
+    `messages[0].token`. Names compare case-blind with `-` as `_` (an `X-API-Key` or `api-key` header)."""
+    if isinstance(value, dict):
+        found = []
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if str(k).lower().replace("-", "_") in SECRET_FIELDS:
+                found.append(where)
+            found += _secret_paths(v, where)
+        return found
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _secret_paths(v, f"{path}[{i}]")]
+    return []
+
+
 def _check_no_secrets(d: dict, what: str) -> None:
-    bad = sorted(k for k in d if str(k).lower() in SECRET_FIELDS)
+    bad = sorted(_secret_paths(d))
     if bad:
         raise ValueError(f"{what} must not contain credentials (field {', '.join(bad)}): leave keys out of the cache")
 

@@ -4,9 +4,9 @@ A scripted loopback server answers every request after a fixed delay d. N questi
 at concurrency C (one `generate` call of N requests per step, as the multi-step loop sends them)
 should take about N*S*d/C. Run with `pytest -m perf tests/perf/test_concurrency_perf.py -s`.
 
-The asserted run uses d = 200 ms (a short LLM step; real ones take seconds). At d = 50 ms the
+The tight bound uses d = 200 ms (a short LLM step; real ones take seconds). At d = 50 ms the
 stdlib test server itself (2-4 ms of CPU per request in Python, sharing 2 cores with the client)
-becomes the bottleneck, so that figure is printed side by side but not asserted.
+becomes the bottleneck, so that figure only gets a loose bound (4x the ideal).
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def measure(d: float, repeats: int) -> tuple[float, list[float], float]:
 
 
 def test_generator_concurrency_efficiency():
-    measure(0.05, 2)  # printed for comparison: bounded by the test server's CPU here
+    # At 50 ms the test server's CPU bounds it (1.53x the ideal on the dev machine, 2.6x under a
+    # load of 7 on 2 cores): a loose bound that still fails if requests go out one at a time (16x).
+    ideal50, runs50, _ = measure(0.05, 2)
+    assert min(runs50) <= 4.0 * ideal50
     ideal, runs, serial = measure(0.2, 2)
     assert min(runs) <= 1.25 * ideal
     assert serial / min(runs) >= 10

@@ -96,5 +96,10 @@ def test_bm25s_200k_index_and_query_rate(tmp_path):
     res = loaded.retrieve(queries, 4)
     qps = len(queries) / (time.perf_counter() - t)
     size = sum(f.stat().st_size for f in r.index_path.rglob("*")) / 1e6
-    print(f"\n200k paragraphs: build+save {t_index:.1f}s, load {t_load:.2f}s, {size:.0f} MB, {qps:,.0f} q/s")
+    print(f"\n200k paragraphs: build+save {t_index:.1f}s, load {t_load:.2f}s, {size:.0f} MB, {qps:,.0f} q/s "
+          "(bounds: build+save <= 90 s, load <= 1 s, <= 200 MB, >= 200 q/s)")
     assert all(len(x) == 4 for x in res)
+    # Bounds far looser than the 2-core dev machine's figures (10.9 s, 0.06 s, 69 MB, 1,295 q/s; under
+    # a load of 7 on 2 cores: 30 s, 0.22 s, 69 MB, 439 q/s): they catch an index rebuilt on load, a
+    # dense matrix on disk, or per-query Python loops (about 1 q/s at 200k paragraphs).
+    assert t_index <= 90 and t_load <= 1.0 and size <= 200 and qps >= 200

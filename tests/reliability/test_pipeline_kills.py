@@ -7,6 +7,7 @@ and Hub-push kills by tests/integration/test_publish.py::test_new_repo_is_privat
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,25 +56,48 @@ def _train(sets):
     return ["train", str(QUICKSTART), "--method", "steper", *sets_args(sets)]
 
 
-@pytest.mark.parametrize("moment", ["checkpoint-complete", "checkpoint-appears"])
+def _logged_steps(log: Path, start: int) -> list[int]:
+    """The optimizer steps whose training log line (loss) the stage log got after byte `start`."""
+    text = log.read_bytes()[start:].decode(errors="replace")
+    return [int(m[1]) for m in re.finditer(r"trl\.steper_bench INFO step (\d+) (\{.*\})", text)
+            if "loss" in json.loads(m[2])]
+
+
+def _kill_training(clean_run, tmp_path: Path, moment: str, sets: list[str], env: dict) -> tuple[Path, list[str], dict]:
+    """Copy the clean run without its training, start `train`, SIGKILL it at `moment`:
+    checkpoint-complete: checkpoint-2 written whole (trainer_state.json last, s_j file loadable);
+    checkpoint-torn: checkpoint-4's folder appears while checkpoint-2 is complete, so the last
+    checkpoint is half-written. A kill that came too late for a torn checkpoint is retried."""
+    clean_dir = _train_dir(clean_run.run_root)
+    for attempt in range(3):
+        runs = tmp_path / f"runs{attempt}"
+        root = clean_run.copy_to(runs, without=("train",))
+        run_sets = [f"runs_dir={runs}", *sets]
+        ckpts = root / "train" / clean_dir.name / "checkpoints"
+        two, four = ckpts / "checkpoint-2", ckpts / "checkpoint-4"
+        if moment == "checkpoint-complete":
+            ready = lambda: (two / "trainer_state.json").exists() and _loads(two / "log_variances.pt") is not None  # noqa: E731
+        else:
+            ready = four.exists
+        p = spawn(_train(run_sets), env, tmp_path / "logs", f"train-killed{attempt}")
+        kill_when(p, ready, f"{ckpts} ({moment})", timeout=180, poll_s=0.002)
+        assert not (ckpts.parent / "train_summary.json").exists()  # really killed before the end
+        assert (two / "trainer_state.json").exists()  # the last complete checkpoint
+        if moment == "checkpoint-complete" or not (four / "trainer_state.json").exists():
+            return root, run_sets, _loads(two / "log_variances.pt")
+    pytest.fail("checkpoint-4 was complete before every kill: no torn checkpoint to test")
+
+
+@pytest.mark.parametrize("moment", ["checkpoint-complete", "checkpoint-torn"])
 def test_kill_during_training_resumes_to_the_clean_result(clean_run, tmp_path, moment):
-    """Kill `steper-bench train` once checkpoint-2 is complete (its s_j file written), or as soon
-    as its folder appears (mid-write); the re-run resumes and ends with the clean run's sigmas."""
-    runs = tmp_path / "runs"
-    root = clean_run.copy_to(runs, without=("train",))
-    sets = [f"runs_dir={runs}", *SMALL]
+    """Kill `steper-bench train` once checkpoint-2 is complete, or while checkpoint-4 is being
+    written; the re-run resumes from checkpoint-2 (the last complete one: it trains steps 3 and 4
+    only) and ends with the clean run's sigmas."""
     env = cli_env(tmp_path)
     clean_dir = _train_dir(clean_run.run_root)
-    ckpts = root / "train" / clean_dir.name / "checkpoints"
-    ckpt = ckpts / "checkpoint-2"
-    if moment == "checkpoint-complete":
-        ready = lambda: (ckpt / "trainer_state.json").exists() and _loads(ckpt / "log_variances.pt") is not None  # noqa: E731
-    else:
-        ready = ckpt.exists
-    p = spawn(_train(sets), env, tmp_path / "logs", "train-killed")
-    kill_when(p, ready, f"{ckpt} ({moment})", timeout=180, poll_s=0.002)
-    assert not (ckpts.parent / "train_summary.json").exists()  # really killed before the end
-    saved = _loads(ckpt / "log_variances.pt")
+    root, sets, saved = _kill_training(clean_run, tmp_path, moment, SMALL, env)
+    log = root / "logs" / "train.log"
+    before = log.stat().st_size
 
     again = run_cli(_train(sets), env, tmp_path / "logs", "train-again", timeout=300)
     assert again.popen.returncode == 0, again.stderr()[-4000:]
@@ -83,11 +107,12 @@ def test_kill_during_training_resumes_to_the_clean_result(clean_run, tmp_path, m
     clean = json.loads((clean_dir / "train_summary.json").read_text())
     weights = json.loads((out / "weights.json").read_text())
     clean_weights = json.loads((clean_dir / "weights.json").read_text())
-    if moment == "checkpoint-complete":
-        assert summary["resumed_from"] == "checkpoint-2"
-        # s_j came back from the checkpoint exactly: the history up to step 2 is the saved one.
-        assert weights["history"][:2] == saved["history"]
-        assert saved["history"] == clean_weights["history"][:2] and len(saved["loss_curve"]) == 2
+    # Resumed, not retrained: the re-run logged steps 3 and 4 only, from checkpoint-2.
+    assert summary["resumed_from"] == "checkpoint-2"
+    assert _logged_steps(log, before) == [3, 4]
+    # s_j came back from the checkpoint exactly: the history up to step 2 is the saved one.
+    assert weights["history"][:2] == saved["history"]
+    assert saved["history"] == clean_weights["history"][:2] and len(saved["loss_curve"]) == 2
     assert summary["steps"] == clean["steps"] == 4
     # The resumed student ends where the uninterrupted one did: sigmas and s_j, bit for bit.
     assert summary["sigmas"] == clean["sigmas"]

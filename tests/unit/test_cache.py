@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
+import re
 import sqlite3
 import threading
 
@@ -16,6 +18,22 @@ def test_key_is_canonical_and_sensitive():
     assert k == RequestCache.key(params={"top_p": 1, "temperature": 0}, prompt="p", model="m", backend="openai")
     assert k != RequestCache.key(backend="openai", model="m", prompt="p ", params={"temperature": 0, "top_p": 1})
     assert len(k) == 64 and int(k, 16) >= 0
+
+
+def test_key_holds_field_names_and_types():
+    # the same values under other names, or split otherwise across fields, are other requests
+    assert RequestCache.key(a=1) != RequestCache.key(b=1)
+    assert RequestCache.key(prompt="p", query="q") != RequestCache.key(prompt="q", query="p")
+    assert RequestCache.key(params={"top_p": 1}) != RequestCache.key(params={"top_k": 1})
+    assert RequestCache.key(k=1) != RequestCache.key(k="1") != RequestCache.key(k=[1])
+    assert RequestCache.key(stop=["a", "b"]) != RequestCache.key(stop=["b", "a"])  # lists keep their order
+    assert RequestCache.key(a=1, b=2) != RequestCache.key(a=1) != RequestCache.key()
+    # field order, at any depth, is not part of a request
+    deep = {"x": {"b": [1, {"d": 2, "c": 3}], "a": None}}
+    assert RequestCache.key(**deep, z=0) == RequestCache.key(z=0, x={"a": None, "b": [1, {"c": 3, "d": 2}]})
+    # the sha256 of the canonical JSON (sorted, no whitespace, UTF-8): the keys of an existing cache
+    # file stay valid across processes and versions
+    assert RequestCache.key(b="é", a=1) == hashlib.sha256('{"a":1,"b":"é"}'.encode()).hexdigest()
 
 
 def test_hit_miss_and_stats(tmp_path):
@@ -51,6 +69,24 @@ def test_credentials_never_enter_the_cache(tmp_path, field):
     with pytest.raises(ValueError, match="credentials"):
         c.put(c.key(model="m"), {"text": "t", field: "sk-secret"})
     assert b"sk-secret" not in (tmp_path / "c.sqlite").read_bytes()
+
+
+@pytest.mark.parametrize("parts, where", [
+    ({"params": {"temperature": 0, "api_key": "sk-secret"}}, "params.api_key"),
+    ({"headers": {"Authorization": "Bearer sk-secret"}}, "headers.Authorization"),
+    ({"headers": {"X-API-Key": "sk-secret"}}, "headers.X-API-Key"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "x", "token": "sk-secret"}]}, "messages[1].token"),
+    ({"a": {"b": ({"c": {"hf_token": "sk-secret"}},)}}, "a.b[0].c.hf_token"),
+])
+def test_nested_credentials_are_refused(tmp_path, parts, where):
+    c = RequestCache(tmp_path / "c.sqlite")
+    with pytest.raises(ValueError, match=rf"credentials \(field {re.escape(where)}\)"):
+        c.key(model="m", **parts)
+    with pytest.raises(ValueError, match=rf"credentials \(field {re.escape(where)}\)"):
+        c.put(c.key(model="m"), {"text": "t", **parts})
+    assert len(c) == 0 and b"sk-secret" not in (tmp_path / "c.sqlite").read_bytes()
+    # names that only look alike are ordinary fields
+    c.key(params={"max_tokens": 8, "tokens": 3}, headers={"Content-Type": "json"}, secret_santa=1)
 
 
 def _writer(path: str, proc: int, threads: int, n: int, errors) -> None:

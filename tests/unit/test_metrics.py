@@ -48,7 +48,7 @@ def test_max_over_golds():
     golds = ["Pittsburgh Pirates", "Pirates", "Mets"]
     assert exact_match("the Mets", golds) == 1.0
     assert f1_score("Pittsburgh", golds) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^no gold answers to score against$"):
         exact_match("x", [])
 
 
@@ -72,6 +72,8 @@ def test_acc(pred, golds, expected):
 def test_score_dict_and_none_prediction():
     assert metrics.score("The Beatles", ["beatles"]) == {"em": 1.0, "f1": 1.0, "acc": 1.0}
     assert metrics.score(None, ["x"]) == {"em": 0.0, "f1": 0.0, "acc": 0.0}
+    for golds in (["x"], [""], ["xxxx"], ["yes"]):  # no prediction scores exactly as an empty one
+        assert metrics.score(None, golds) == metrics.score("", golds), golds
 
 
 @pytest.mark.parametrize(
@@ -84,6 +86,10 @@ def test_score_dict_and_none_prediction():
         ("First the answer is: A. Later, so the answer is: B.", "B"),  # last occurrence
         ("So the answer is: Paris\nQuestion: next one", "Paris"),  # stops at the line end
         ("So the answer is:   ", None),
+        ('So the answer is: "Paris."', "Paris"),  # quotes, then the full stop inside them
+        ("So the answer is: XXL.", "XXL"),  # letters at either end are the answer's own
+        ("So the answer is: Malcolm X.", "Malcolm X"),
+        ("So the answer is: 'Malcolm X'.", "Malcolm X"),
         ("I do not know.", None),
         ("", None),
         (None, None),

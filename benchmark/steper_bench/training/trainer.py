@@ -225,7 +225,10 @@ class StepERTrainer(SFTTrainer):
     # -- s_j optimisation ------------------------------------------------------------------------
     def _end_window(self) -> None:
         """After each optimizer step: record the loss curve, then step the s_j."""
-        self._curve.append((self.state.global_step + 1, self._window_acc.clone()))
+        acc = self._window_acc.clone()
+        if self.accelerator.num_processes > 1:  # each rank holds its share of the window: sum them
+            acc = self.accelerator.reduce(acc, reduction="sum")
+        self._curve.append((self.state.global_step + 1, acc))
         self._window_acc.zero_()
         self._step_log_variances()
 
