@@ -52,7 +52,7 @@ def _flow(value: Any) -> str:
 def raw_matrix(path: str | Path) -> Any:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8
         return None  # load_recipe reports what is wrong with the file
     return data.get("matrix") if isinstance(data, dict) else None
 

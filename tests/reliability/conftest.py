@@ -1,6 +1,6 @@
 """Fixtures of the reliability suite (helpers live in tests/support/reliability.py): the judge
 stand-in server, one reduced quickstart run shared by the session (the "clean run" every fault is
-compared with), and the figures table printed at the end of the session.
+compared with). The figures table is printed by tests/conftest.py (it gathers xdist workers' too).
 """
 
 from __future__ import annotations
@@ -8,22 +8,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from support.reliability import (
-    FIGURES, QUICKSTART, SMALL, CleanRun, cli_env, judge_handler, run_cli, sets_args,
-)
+from support.reliability import QUICKSTART, SMALL, CleanRun, cli_env, judge_handler, run_cli, sets_args
 from support.servers import scripted_server
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not FIGURES:
-        return
-    tr = terminalreporter
-    tr.section("reliability figures")
-    tr.write_line(f"{'case':52} {'faults':>7} {'completed':>10} {'lost':>5}")
-    for case, f in sorted(FIGURES.items()):
-        tr.write_line(f"{case:52} {f['faults']:>7} {f['completed']:>10} {f['lost']:>5}")
-    total = {k: sum(f[k] for f in FIGURES.values()) for k in ("faults", "completed", "lost")}
-    tr.write_line(f"{'total':52} {total['faults']:>7} {total['completed']:>10} {total['lost']:>5}")
 
 
 # -- fixtures ---------------------------------------------------------------------------------------

@@ -147,7 +147,8 @@ class CleanRun:
     run_root: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        roots = [p for p in self.runs.iterdir() if p.is_dir()]
+        # runs_dir also holds the indexes shared by run folders (index/) and converted models (models/)
+        roots = [p for p in self.runs.iterdir() if p.is_dir() and p.name not in ("index", "models")]
         assert len(roots) == 1, roots
         self.run_root = roots[0]
 
