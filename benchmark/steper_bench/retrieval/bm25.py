@@ -31,6 +31,7 @@ import numpy as np
 
 from steper_bench.console import Bar
 from steper_bench.records import Paragraph
+from steper_bench.retrieval.base import index_lock
 
 META = "steper_meta.json"
 MAXW = "steper_maxw.npy"  # each term's largest weight: the bound that lets a search skip long postings
@@ -66,6 +67,13 @@ def build_index(corpus, index_dir: Path, progress: bool = False, stats: dict | N
     stats.update(chunks=corpus.n_chunks, tokenised=0)
     if (final / META).exists():
         return final
+    with index_lock(final):
+        if (final / META).exists():  # built by another process while this one waited
+            return final
+        return _build(corpus, final, progress, stats)
+
+
+def _build(corpus, final: Path, progress: bool, stats: dict) -> Path:
     partial = partial_folder(final.with_name("bm25.partial"), corpus)
     stemmer = _stemmer()
     n = corpus.n_chunks

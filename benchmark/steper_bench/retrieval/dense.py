@@ -18,6 +18,7 @@ nprobe. Per-question mode scores a question's own paragraphs exactly from the em
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 from steper_bench.console import Bar
 from steper_bench.recipe import digest
 from steper_bench.records import Paragraph
+from steper_bench.retrieval.base import index_lock
 from steper_bench.retrieval.bm25 import doc_text, partial_folder
 
 META = "steper_meta.json"
@@ -112,6 +114,12 @@ class DenseRetriever:
         final = index_dir / self.corpus.content_hash() / f"dense-{self.model_key}"
         if (final / META).exists():
             return final
+        with index_lock(final):  # shared by run folders: one process encodes, the others wait
+            if (final / META).exists():
+                return final
+            return self._encode_all(final, progress)
+
+    def _encode_all(self, final: Path, progress: bool) -> Path:
         partial = partial_folder(final.with_name(final.name + ".partial"), self.corpus)
         n = self.corpus.n_chunks
         with Bar(f"dense {self.corpus.content_hash()}", n, progress) as bar:
@@ -164,7 +172,7 @@ class DenseRetriever:
             index = faiss.IndexFlatIP(dim)
         for start in range(0, n, 100_000):
             index.add(np.ascontiguousarray(emb[start : start + 100_000]))
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two may write the same index
         faiss.write_index(index, str(tmp))
         tmp.replace(path)
 
