@@ -120,7 +120,7 @@ def test_bm25_at_wikipedia_scale(tmp_path):
         yaml.safe_dump(
             {
                 "name": "scale",
-                "runs_dir": str(tmp_path / "runs"),
+                "runs_dir": str(CACHE / "runs"),
                 "source": {"dataset": "hotpotqa", "test_file": str(REPO / "data" / "hotpotqa" / "dev.jsonl")},
                 "corpus": {"source": "file", "files": str(corpus)},
             }

@@ -20,6 +20,7 @@ steadier than ones from a question's ~10 paragraphs) and keeps that question's p
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -33,6 +34,7 @@ from steper_bench.console import Bar
 from steper_bench.records import Paragraph
 
 META = "steper_meta.json"
+VOCAB = "steper_vocab.txt"  # the sorted vocabulary, one token a line: a token's id is its line
 MAXW = "steper_maxw.npy"  # each term's largest weight: the bound that lets a search skip long postings
 EXHAUSTIVE = 50_000  # postings a query may touch before the search prunes (below, scoring them all is cheaper)
 K1, B = 1.5, 0.75
@@ -192,7 +194,8 @@ def _merge(chunk_files: list[Path], out: Path) -> None:
     del data, indices
     np.save(out / FILES[2], indptr)
     np.save(out / MAXW, _column_max(np.load(out / FILES[0], mmap_mode="r"), indptr))
-    (out / "vocab.index.json").write_text(json.dumps(gid, ensure_ascii=False), encoding="utf-8")
+    (out / "vocab.index.json").write_text(json.dumps(gid, ensure_ascii=False), encoding="utf-8")  # bm25s's
+    (out / VOCAB).write_text("\n".join(tokens), encoding="utf-8")  # ours: loads in a fraction of the time
     (out / "params.index.json").write_text(
         json.dumps(
             {
@@ -209,6 +212,37 @@ def _merge(chunk_files: list[Path], out: Path) -> None:
             }
         )
     )
+
+
+class Vocabulary:
+    """Token -> id by binary search in the sorted token list (ids are ranks): no 2M-entry dict to
+    build at load."""
+
+    def __init__(self, tokens: list[str]):
+        self.tokens = tokens
+
+    @classmethod
+    def load(cls, path: Path) -> Vocabulary:
+        if not (path / VOCAB).exists():  # an index from before the list was written: derive it once
+            gid = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
+            tmp = path / f".{VOCAB}.tmp"
+            tmp.write_text("\n".join(sorted(gid, key=gid.get)), encoding="utf-8")
+            tmp.replace(path / VOCAB)
+        text = (path / VOCAB).read_text(encoding="utf-8")
+        return cls(text.split("\n") if text else [])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: str) -> bool:
+        i = bisect.bisect_left(self.tokens, token)
+        return i < len(self.tokens) and self.tokens[i] == token
+
+    def __getitem__(self, token: str) -> int:
+        i = bisect.bisect_left(self.tokens, token)
+        if i < len(self.tokens) and self.tokens[i] == token:
+            return i
+        raise KeyError(token)
 
 
 def _column_max(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
@@ -247,11 +281,11 @@ class BM25Retriever:
 
     def _load(self, path: Path | None, mmap: bool) -> None:
         if path is None:
-            self.vocab, self.data, self.indices, self.indptr = {}, None, None, None
+            self.vocab, self.data, self.indices, self.indptr = Vocabulary([]), None, None, None
             return
         mode = "r" if mmap else None
         self.data, self.indices, self.indptr = (np.load(path / f, mmap_mode=mode) for f in FILES)
-        self.vocab = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
+        self.vocab = Vocabulary.load(path)
         maxw = path / MAXW  # absent from a plain bm25s folder: computed once here
         self.maxw = np.load(maxw) if maxw.exists() else _column_max(self.data, self.indptr)
         self._buf = np.zeros(len(self.corpus), dtype=np.float32)
