@@ -212,3 +212,15 @@ def test_chunks_of_another_chunk_size_are_not_reused(hotpot, tmp_path):
     fresh = BM25Retriever(build_corpus(hotpot, chunk_size=500))
     np.testing.assert_array_equal(rebuilt.data, fresh.data)
     np.testing.assert_array_equal(rebuilt.indices, fresh.indices)
+
+
+def test_index_folder_loads_in_bm25s_too(hotpot, tmp_path):
+    import bm25s
+
+    ours = BM25Retriever(build_corpus(hotpot, chunk_size=400), tmp_path)
+    theirs = bm25s.BM25.load(str(ours.index_path), mmap=True)
+    stem = _stemmer()
+    for toks in tokenize([q.question for q in hotpot[:20]], stem, False):
+        scores = theirs.get_scores_from_ids(theirs.get_tokens_ids(toks))
+        best = np.lexsort((np.arange(len(scores)), -scores))[:4]
+        assert ours.top_k(toks, 4) == [int(i) for i in best if scores[i] > 0]

@@ -60,7 +60,10 @@ def load_corpus(recipe: Recipe, questions: list[Question], index_dir: Path | Non
 
 
 def make_retriever(
-    recipe: Recipe, questions: list[Question], index_dir: Path | None, cache: RequestCache | None = None,
+    recipe: Recipe,
+    questions: list[Question],
+    index_dir: Path | None,
+    cache: RequestCache | None = None,
     progress: bool = False,
 ) -> Retriever:
     from steper_bench.registry import RETRIEVERS
@@ -81,8 +84,12 @@ class CachedRetriever:
 
     def _key(self, query: str, k: int, qid: str | None) -> str:
         return self.cache.key(
-            kind="retrieval", backend=self.inner.backend, corpus=self.corpus.content_hash(),
-            query=query, k=k, question_id=qid,
+            kind="retrieval",
+            backend=self.inner.backend,
+            corpus=self.corpus.content_hash(),
+            query=query,
+            k=k,
+            question_id=qid,
         )
 
     def _hit(self, value: dict) -> list[Paragraph] | None:
@@ -110,12 +117,14 @@ class CachedRetriever:
             out.append(self._hit(hit) if hit is not None else None)
         miss = [i for i, r in enumerate(out) if r is None]
         if miss:
-            found = self._search([queries[i] for i in miss], k,
-                                 [qids[i] for i in miss] if question_ids is not None else None)
+            found = self._search(
+                [queries[i] for i in miss], k, [qids[i] for i in miss] if question_ids is not None else None
+            )
             for i, (_, res) in zip(miss, found):
                 out[i] = res
-            self.cache.put_many([(keys[i], {"pids": [p.pid for p in res], "rows": rows})
-                                 for i, (rows, res) in zip(miss, found)])
+            self.cache.put_many(
+                [(keys[i], {"pids": [p.pid for p in res], "rows": rows}) for i, (rows, res) in zip(miss, found)]
+            )
         return out  # type: ignore[return-value]
 
 
@@ -141,6 +150,12 @@ def index_recipe(recipe: Recipe, progress: bool = True) -> dict:
     index_dir = RunPaths.for_recipe(recipe).indexes
     retriever = make_retriever(recipe, pool, index_dir, progress=progress)
     corpus = retriever.corpus
-    return {"backend": c.backend, "corpus_hash": corpus.content_hash(), "paragraphs": len(corpus),
-            "folder": str(index_dir / corpus.content_hash()), "store": getattr(corpus, "stats", None),
-            "index": getattr(retriever, "stats", None), "seconds": time.perf_counter() - t0}
+    return {
+        "backend": c.backend,
+        "corpus_hash": corpus.content_hash(),
+        "paragraphs": len(corpus),
+        "folder": str(index_dir / corpus.content_hash()),
+        "store": getattr(corpus, "stats", None),
+        "index": getattr(retriever, "stats", None),
+        "seconds": time.perf_counter() - t0,
+    }

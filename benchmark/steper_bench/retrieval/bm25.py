@@ -20,6 +20,7 @@ steadier than ones from a question's ~10 paragraphs) and keeps that question's p
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -34,6 +35,7 @@ from steper_bench.records import Paragraph
 from steper_bench.retrieval.base import index_lock
 
 META = "steper_meta.json"
+VOCAB = "steper_vocab.txt"  # the sorted vocabulary, one token a line: a token's id is its line
 MAXW = "steper_maxw.npy"  # each term's largest weight: the bound that lets a search skip long postings
 EXHAUSTIVE = 50_000  # postings a query may touch before the search prunes (below, scoring them all is cheaper)
 K1, B = 1.5, 0.75
@@ -87,8 +89,18 @@ def _build(corpus, final: Path, progress: bool, stats: dict) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".bm25."))
     try:
         _merge([partial / f"chunk-{i:05d}.npz" for i in range(n)], tmp)
-        (tmp / META).write_text(json.dumps({"corpus_hash": corpus.content_hash(), "num_docs": len(corpus),
-                                            "mode": corpus.mode, "k1": K1, "b": B, "method": "lucene"}))
+        (tmp / META).write_text(
+            json.dumps(
+                {
+                    "corpus_hash": corpus.content_hash(),
+                    "num_docs": len(corpus),
+                    "mode": corpus.mode,
+                    "k1": K1,
+                    "b": B,
+                    "method": "lucene",
+                }
+            )
+        )
         try:
             tmp.rename(final)
         except OSError:  # another process finished the same index first: keep theirs
@@ -122,8 +134,10 @@ def _tokenize_chunk(paragraphs: list[Paragraph], stemmer) -> dict[str, np.ndarra
     keys, tf = np.unique(doc * width + flat, return_counts=True)  # doc-major, one entry per (doc, term)
     tokens = sorted(vocab, key=vocab.get)
     return {
-        "lengths": lengths.astype(np.int32), "doc": (keys // width).astype(np.int32),
-        "term": (keys % width).astype(np.int32), "tf": tf.astype(np.int32),
+        "lengths": lengths.astype(np.int32),
+        "doc": (keys // width).astype(np.int32),
+        "term": (keys % width).astype(np.int32),
+        "tf": tf.astype(np.int32),
         "vocab": np.frombuffer("\n".join(tokens).encode("utf-8"), dtype=np.uint8),
     }
 
@@ -188,10 +202,55 @@ def _merge(chunk_files: list[Path], out: Path) -> None:
     del data, indices
     np.save(out / FILES[2], indptr)
     np.save(out / MAXW, _column_max(np.load(out / FILES[0], mmap_mode="r"), indptr))
-    (out / "vocab.index.json").write_text(json.dumps(gid, ensure_ascii=False), encoding="utf-8")
-    (out / "params.index.json").write_text(json.dumps({
-        "k1": K1, "b": B, "delta": 0.5, "method": "lucene", "idf_method": "lucene", "dtype": "float32",
-        "int_dtype": "int32", "num_docs": n_docs, "version": "steper-bench", "backend": "numpy"}))
+    (out / "vocab.index.json").write_text(json.dumps(gid, ensure_ascii=False), encoding="utf-8")  # bm25s's
+    (out / VOCAB).write_text("\n".join(tokens), encoding="utf-8")  # ours: loads in a fraction of the time
+    (out / "params.index.json").write_text(
+        json.dumps(
+            {
+                "k1": K1,
+                "b": B,
+                "delta": 0.5,
+                "method": "lucene",
+                "idf_method": "lucene",
+                "dtype": "float32",
+                "int_dtype": "int32",
+                "num_docs": n_docs,
+                "version": "steper-bench",
+                "backend": "numpy",
+            }
+        )
+    )
+
+
+class Vocabulary:
+    """Token -> id by binary search in the sorted token list (ids are ranks): no 2M-entry dict to
+    build at load."""
+
+    def __init__(self, tokens: list[str]):
+        self.tokens = tokens
+
+    @classmethod
+    def load(cls, path: Path) -> Vocabulary:
+        if not (path / VOCAB).exists():  # an index from before the list was written: derive it once
+            gid = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
+            tmp = path / f".{VOCAB}.tmp"
+            tmp.write_text("\n".join(sorted(gid, key=gid.get)), encoding="utf-8")
+            tmp.replace(path / VOCAB)
+        text = (path / VOCAB).read_text(encoding="utf-8")
+        return cls(text.split("\n") if text else [])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: str) -> bool:
+        i = bisect.bisect_left(self.tokens, token)
+        return i < len(self.tokens) and self.tokens[i] == token
+
+    def __getitem__(self, token: str) -> int:
+        i = bisect.bisect_left(self.tokens, token)
+        if i < len(self.tokens) and self.tokens[i] == token:
+            return i
+        raise KeyError(token)
 
 
 def _column_max(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
@@ -230,14 +289,15 @@ class BM25Retriever:
 
     def _load(self, path: Path | None, mmap: bool) -> None:
         if path is None:
-            self.vocab, self.data, self.indices, self.indptr = {}, None, None, None
+            self.vocab, self.data, self.indices, self.indptr = Vocabulary([]), None, None, None
             return
         mode = "r" if mmap else None
         self.data, self.indices, self.indptr = (np.load(path / f, mmap_mode=mode) for f in FILES)
-        self.vocab = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
+        self.vocab = Vocabulary.load(path)
         maxw = path / MAXW  # absent from a plain bm25s folder: computed once here
         self.maxw = np.load(maxw) if maxw.exists() else _column_max(self.data, self.indptr)
         self._buf = np.zeros(len(self.corpus), dtype=np.float32)
+        self._spare = np.zeros(len(self.corpus), dtype=np.float32)  # a second scratch row for lookups
 
     def retrieve(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[Paragraph]]:
         return [[self.corpus[r] for r in rows] for rows in self.retrieve_rows(queries, k, question_ids)]
@@ -250,8 +310,9 @@ class BM25Retriever:
             return [[] for _ in queries]
         restrict = self.corpus.mode == "per-question" and question_ids is not None
         tokens = tokenize([q or "" for q in queries], self._stemmer, False)
-        return [self.top_k(toks, k, self._rows_for(question_ids[i]) if restrict else None)
-                for i, toks in enumerate(tokens)]
+        return [
+            self.top_k(toks, k, self._rows_for(question_ids[i]) if restrict else None) for i, toks in enumerate(tokens)
+        ]
 
     def _rows_for(self, qid: str) -> np.ndarray:
         rows = self._question_rows.get(qid)
@@ -310,41 +371,79 @@ class BM25Retriever:
         return scores
 
     def _pruned_candidates(self, ids: list[int], k: int) -> np.ndarray | None:
-        """MaxScore, vectorised. Terms go from the largest possible weight down. Phase 1 adds whole
-        postings until the terms left could not lift a row that has none of the terms read so far
-        to the k-th best partial score: only rows already touched can make the top k. Phase 2 adds
-        the remaining terms to those rows by lookup, one term at a time, dropping each row whose
-        partial score plus what is left cannot reach the k-th best. `top_k` scores the rows left
-        exactly, so the result is the exhaustive one."""
+        """MaxScore, vectorised; `top_k` then scores the rows returned exactly, so the result is the
+        exhaustive one. Terms go from the largest possible weight down. Phase 1 adds whole postings,
+        and after each term scores the best rows so far exactly: the k-th best exact score is a lower
+        bound of the final k-th. Once the terms left could not lift a row that has none of the terms
+        read to that bound, only rows already touched can make the top k. Phase 2 adds the remaining
+        terms to those rows by lookup, one term at a time, dropping each row whose partial score plus
+        what is left cannot reach the bound."""
         count: dict[int, int] = {}
         for t in ids:
             count[t] = count.get(t, 0) + 1
         terms = sorted(count, key=lambda t: -float(self.maxw[t]) * count[t])
         bound = np.array([float(self.maxw[t]) * count[t] for t in terms])
         rest = np.concatenate([np.cumsum(bound[::-1])[::-1][1:], [0.0]]) * (1 + 1e-5)  # float32 rounding slack
-        buf, touched = self._buf, []
+        buf, touched, best, kth = self._buf, [], np.zeros(0, dtype=np.int64), 0.0
         try:
             for j, t in enumerate(terms):
                 idx, w = self._postings(t)
                 buf[idx] += w * count[t]
                 touched.append(idx)
-                cat = np.concatenate(touched) if j else idx
-                vals = buf[cat]
-                kth = _kth_distinct(cat, vals, k, j + 1)
+                best, kth = self._raise_bound(ids, k, best, idx, buf[idx], kth)
                 if rest[j] < kth:
-                    keep = vals + rest[j] >= kth
-                    rows, partial = cat[keep], vals[keep]  # a row appears up to j + 1 times
+                    # Partial sums add in another order than the exact ones: keep rows a rounding error short.
+                    cut = kth * (1 - 1e-5)
+                    cat = np.concatenate(touched) if j else idx
+                    rows = _distinct(cat[buf[cat] + rest[j] >= cut])
+                    partial = buf[rows]
                     break
             else:
                 return None  # nothing could be skipped: `top_k` scores every posting in query order
+            for jj in range(j + 1, len(terms)):
+                partial = partial + self._term_weights(terms[jj], rows) * count[terms[jj]]
+                keep = partial + rest[jj] >= cut
+                rows, partial = rows[keep], partial[keep]
+            return rows
         finally:
             for idx in touched:
                 buf[idx] = 0
-        for jj in range(j + 1, len(terms)):
-            partial = partial + self._score_rows([terms[jj]] * count[terms[jj]], rows)
-            keep = partial + rest[jj] >= _kth_distinct(rows, partial, k, j + 1)
-            rows, partial = rows[keep], partial[keep]
-        return np.unique(rows)
+
+    def _term_weights(self, t: int, rows: np.ndarray) -> np.ndarray:
+        """Term t's weight in each of the (sorted, distinct) rows, 0 where absent: binary search for
+        few rows, one pass over the postings (through the zeroed buffer) for many."""
+        idx, w = self._postings(t)
+        if len(rows) * 20 < len(idx):
+            pos = np.minimum(np.searchsorted(idx, rows), max(len(idx) - 1, 0))
+            return (
+                np.where(idx[pos] == rows, w[pos], 0).astype(np.float32)
+                if len(idx)
+                else np.zeros(len(rows), np.float32)
+            )
+        buf = self._spare
+        buf[idx] = w
+        out = buf[rows]
+        buf[idx] = 0
+        return out
+
+    def _raise_bound(self, ids, k, best, idx, partial, kth) -> tuple[np.ndarray, float]:
+        """The best rows (by exact score) among the previous best and the rows of `idx` with the
+        highest partial scores, and the k-th best exact score seen (a lower bound of the final k-th)."""
+        m = 2 * k
+        pick = idx[np.argpartition(partial, len(partial) - m)[len(partial) - m :]] if len(idx) > m else idx
+        cand = np.union1d(best, pick)
+        exact = self._score_rows(ids, cand)
+        order = np.argsort(-exact, kind="stable")[:m]
+        if len(cand) >= k:
+            kth = max(kth, float(exact[order[k - 1]]))
+        return cand[order], kth
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique's hashing is far slower on these arrays)."""
+    a = np.sort(a)
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
+
 
 def _kth_distinct(cat: np.ndarray, vals: np.ndarray, k: int, copies: int) -> float:
     """The k-th best value over distinct rows of `cat` (each row at most `copies` times, with equal

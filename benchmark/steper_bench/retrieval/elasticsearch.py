@@ -49,11 +49,28 @@ class ElasticsearchRetriever:
             es.indices.delete(index=self.index)  # a half-built index from a crash: start over
         es.indices.create(
             index=self.index,
-            settings={"number_of_shards": 1, "number_of_replicas": 0, "analysis": {"analyzer": {"default": {
-                "type": "custom", "tokenizer": "standard", "filter": ["lowercase", "stop", "porter_stem"]}}}},
-            mappings={"properties": {
-                "pid": {"type": "keyword"}, "qid": {"type": "keyword"}, "row": {"type": "long"},
-                "title": {"type": "text"}, "text": {"type": "text"}}},
+            settings={
+                "number_of_shards": 1,
+                "number_of_replicas": 0,
+                "analysis": {
+                    "analyzer": {
+                        "default": {
+                            "type": "custom",
+                            "tokenizer": "standard",
+                            "filter": ["lowercase", "stop", "porter_stem"],
+                        }
+                    }
+                },
+            },
+            mappings={
+                "properties": {
+                    "pid": {"type": "keyword"},
+                    "qid": {"type": "keyword"},
+                    "row": {"type": "long"},
+                    "title": {"type": "text"},
+                    "text": {"type": "text"},
+                }
+            },
         )
         from elasticsearch.helpers import bulk
 
@@ -63,8 +80,17 @@ class ElasticsearchRetriever:
         row = 0
         for i in range(self.corpus.n_chunks):
             for p in self.corpus.chunk(i):
-                yield {"_index": self.index, "_id": p.pid, "_source": {
-                    "pid": p.pid, "qid": self._qid_of.get(p.pid, ""), "row": row, "title": p.title, "text": p.text}}
+                yield {
+                    "_index": self.index,
+                    "_id": p.pid,
+                    "_source": {
+                        "pid": p.pid,
+                        "qid": self._qid_of.get(p.pid, ""),
+                        "row": row,
+                        "title": p.title,
+                        "text": p.text,
+                    },
+                }
                 row += 1
 
     def retrieve(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[Paragraph]]:
