@@ -2,7 +2,9 @@
 results mutmut keeps (mutants/**/*.py.meta). Mutants listed in tests/mutation/equivalent.txt
 (name, then the reason) behave exactly like the original and leave the denominator.
 
-    python summary.py GLOB...     (run from build/mutation, as run.sh does)
+    python summary.py [--ddp DIR] GLOB...        (from build/mutation, as run.sh does): the table;
+                                                 results in DIR (the --ddp pass) override
+    python summary.py --survivors-of DIR GLOB... the survivors there, not listed as equivalent
 """
 
 from __future__ import annotations
@@ -28,24 +30,22 @@ def equivalent() -> dict[str, str]:
     return out
 
 
-def results(scope: list[str]) -> dict[str, int | None]:
+def results(folder: Path, scope: list[str]) -> dict[str, int | None]:
     found = {}
-    for meta in Path("mutants").rglob("*.py.meta"):
+    for meta in (folder / "mutants").rglob("*.py.meta"):
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if any(fnmatch.fnmatch(name, g) for g in scope):
+            if code is not None and any(fnmatch.fnmatch(name, g) for g in scope):
                 found[name] = code
     return found
 
 
-def main(scope: list[str]) -> None:
-    found, equiv = results(scope), equivalent()
+def table(found: dict[str, int], equiv: dict[str, str]) -> list[str]:
     per = collections.defaultdict(collections.Counter)
     survivors = []
     for name, code in sorted(found.items()):
-        module = name.split(".x")[0]
         kind = ("equivalent" if name in equiv else "killed" if code in KILLED else
-                "survived" if code in SURVIVED else "not run" if code is None else f"other ({code})")
-        per[module][kind] += 1
+                "survived" if code in SURVIVED else f"other ({code})")
+        per[name.split(".x")[0]][kind] += 1
         if kind == "survived":
             survivors.append(name)
     total = collections.Counter()
@@ -57,6 +57,21 @@ def main(scope: list[str]) -> None:
     scored = sum(total.values()) - total["equivalent"]
     print(f"score: {total['killed']}/{scored} = {100 * total['killed'] / max(scored, 1):.1f}% "
           f"({total['equivalent']} equivalent mutants left out)")
+    return survivors
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "--survivors-of":
+        found, equiv = results(Path(argv[1]), argv[2:]), equivalent()
+        print("\n".join(n for n, code in sorted(found.items()) if code in SURVIVED and n not in equiv))
+        return
+    ddp = None
+    if argv[0] == "--ddp":
+        ddp, argv = Path(argv[1]), argv[2:]
+    found, equiv = results(Path("."), argv), equivalent()
+    if ddp is not None and (ddp / "mutants").exists():
+        found.update(results(ddp, argv))  # the 2-process test's verdict on the trainer survivors
+    survivors = table(found, equiv)
     stale = sorted(set(equiv) - set(found))
     if stale:
         print(f"equivalent.txt names {len(stale)} mutants this run did not produce: {stale[:5]}")

@@ -21,38 +21,29 @@ def window_indices(dataset, kinds: tuple[str, ...]) -> list[int]:
     return [free[k].pop(0) for k in WINDOW_KINDS]
 
 
-def one_step(model_dir: str, data_dir: str, work: str, batch: int, accumulation: int) -> dict:
-    """Train one optimizer step on the window; returns what the step computed and changed."""
+def make_trainer(model_dir: str, data_dir: str, work: str, batch: int, accumulation: int):
+    """A StepERTrainer built the way `train` builds it (method steper: difficulty weighting)."""
     from steper_bench.methods import PRESETS
     from steper_bench.recipe import validate_recipe
     from steper_bench.training.data import load_step_data
     from steper_bench.training.pipeline import _build_trainer
-    from transformers import TrainerCallback
 
-    train = {
-        "student": model_dir,
-        "learning_rate": 1e-3,
-        "max_steps": 1,
-        "per_device_train_batch_size": batch,
-        "gradient_accumulation_steps": accumulation,
-        "warmup_ratio": 0.0,
-        "logging_steps": 1,
-        "save_steps": 1000,
-        "max_length": 256,
-        "sigma_learning_rate": 0.1,
-        "lr_scheduler_type": "constant",
-    }
-    recipe = validate_recipe(
-        {
-            "name": "ga",
-            "runs_dir": str(Path(work) / "runs"),
-            "source": {"train_file": str(Path(data_dir) / "unused.jsonl")},
-            "train": train,
-        }
-    )
+    train = {"student": model_dir, "learning_rate": 1e-3, "max_steps": 1, "per_device_train_batch_size": batch,
+             "gradient_accumulation_steps": accumulation, "warmup_ratio": 0.0, "logging_steps": 1,
+             "save_steps": 1000, "max_length": 256, "sigma_learning_rate": 0.1, "lr_scheduler_type": "constant"}
+    recipe = validate_recipe({"name": "ga", "runs_dir": str(Path(work) / "runs"),
+                              "source": {"train_file": str(Path(data_dir) / "unused.jsonl")}, "train": train})
     method = PRESETS["steper"]
     trainer, _ = _build_trainer(recipe, method, load_step_data(method, data_dir), model_dir, None, Path(work))
-    trainer.train_dataset = trainer.train_dataset.select(window_indices(trainer.train_dataset, method.kinds))
+    return trainer
+
+
+def one_step(model_dir: str, data_dir: str, work: str, batch: int, accumulation: int) -> dict:
+    """Train one optimizer step on the window; returns what the step computed and changed."""
+    from transformers import TrainerCallback
+
+    trainer = make_trainer(model_dir, data_dir, work, batch, accumulation)
+    trainer.train_dataset = trainer.train_dataset.select(window_indices(trainer.train_dataset, trainer.kinds))
     trainer.args.train_sampling_strategy = "sequential"  # the window's order decides the micro-batches
     trainer.args.max_grad_norm = 0.0  # raw gradients: clipping to norm 1 would hide a scale error
     trainer.args.save_strategy = "no"
@@ -76,6 +67,7 @@ def one_step(model_dir: str, data_dir: str, work: str, batch: int, accumulation:
     return {
         **seen,
         "loss": logged["loss"],
+        "logged": logged,
         "curve": trainer.loss_curve,
         "s_before": s_before,
         "s_after": trainer.log_vars.s.detach().clone(),

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import re
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,8 @@ def test_key_holds_field_names_and_types():
     # the sha256 of the canonical JSON (sorted, no whitespace, UTF-8): the keys of an existing cache
     # file stay valid across processes and versions
     assert RequestCache.key(b="é", a=1) == hashlib.sha256('{"a":1,"b":"é"}'.encode()).hexdigest()
+    # values JSON cannot hold count by their text (a Path as its string)
+    assert RequestCache.key(path=Path("a/b")) == RequestCache.key(path="a/b")
 
 
 def test_hit_miss_and_stats(tmp_path):
@@ -80,11 +83,14 @@ def test_credentials_never_enter_the_cache(tmp_path, field):
 ])
 def test_nested_credentials_are_refused(tmp_path, parts, where):
     c = RequestCache(tmp_path / "c.sqlite")
-    with pytest.raises(ValueError, match=rf"credentials \(field {re.escape(where)}\)"):
+    with pytest.raises(ValueError, match=rf"^a cache key must not contain credentials \(field {re.escape(where)}\)"):
         c.key(model="m", **parts)
-    with pytest.raises(ValueError, match=rf"credentials \(field {re.escape(where)}\)"):
+    with pytest.raises(ValueError, match=rf"^a cached value must not contain credentials \(field {re.escape(where)}\)"):
         c.put(c.key(model="m"), {"text": "t", **parts})
     assert len(c) == 0 and b"sk-secret" not in (tmp_path / "c.sqlite").read_bytes()
+    # every credential is named, in one message
+    with pytest.raises(ValueError, match=r"\(field api_key, headers\.Authorization\): leave keys out of the cache$"):
+        c.key(api_key="k", headers={"Authorization": "b"})
     # names that only look alike are ordinary fields
     c.key(params={"max_tokens": 8, "tokens": 3}, headers={"Content-Type": "json"}, secret_santa=1)
 

@@ -150,6 +150,33 @@ def test_hash_ignores_unhashed_fields_and_follows_results(tmp_path):
     assert len(base.hash) == 16 and base.hash == load_recipe(path).hash
 
 
+def test_hash_reads_list_values_and_section_choices(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    base = load_recipe(path)
+    # a list-valued field: its items are part of the hash, not only its length
+    splits = load_recipe(path, ["dataset.splits=[test]"])
+    assert base.dataset.splits == ["train"] and splits.stage_hash("build") != base.stage_hash("build")
+    modules = load_recipe(path, ["train.lora.target_modules=[q_proj]"])
+    other = load_recipe(path, ["train.lora.target_modules=[v_proj]"])
+    assert modules.stage_hash("train") != other.stage_hash("train")
+    # content_hash over some sections ignores the others
+    lr = load_recipe(path, ["train.learning_rate=1e-5"])
+    assert lr.content_hash(("corpus", "source")) == base.content_hash(("corpus", "source"))
+    assert lr.content_hash(("train",)) != base.content_hash(("train",)) and lr.content_hash() != base.content_hash()
+
+
+def test_digest_is_sha256_of_canonical_json():
+    # the one hash of recipes and run ids: stable across processes and versions, so existing run
+    # folders and results keep their names; key order never matters
+    import hashlib
+
+    from steper_bench.recipe import digest
+
+    assert digest({"b": [1, "é"], "a": {"y": None, "x": 1.5}}) == hashlib.sha256(
+        '{"a":{"x":1.5,"y":null},"b":[1,"\\u00e9"]}'.encode()).hexdigest()[:16]
+    assert digest({"a": 1, "b": 2}) == digest({"b": 2, "a": 1})
+
+
 def test_to_yaml_round_trips_to_the_same_hash(tmp_path):
     r = load_recipe(write(tmp_path, MINIMAL), ["corpus.top_k=6"])
     again = validate_recipe(yaml.safe_load(r.to_yaml()))

@@ -141,3 +141,52 @@ def test_build_dataset_dict_configs_splits_and_filter():
     assert traj["question_id"] == ["a", "b", "c"] and traj["kept"] == [True, True, False]
     assert traj[1]["steps"][2]["reasoning"].endswith("So the answer is: Paris.")
     assert traj[1]["n_steps"] == 3 and traj[1]["generator"]["model"] == "teacher-x"
+
+
+def test_trajectories_config_keeps_every_field():
+    """A stored trajectory reads back as the trajectory itself: no step, paragraph or generator
+    field lost or renamed by the Parquet schema; missing generator fields are stored as ""."""
+    from dataclasses import fields
+
+    from steper_bench.stepwise import build_rows
+
+    t = make_trajectory(3, "b")
+    t.generator = GeneratorIdentity("openai", "teacher-x", base_url="http://h/v1", revision=None)
+    t.steps[0].latency_s, t.steps[0].tokens, t.steps[0].grounded, t.steps[1].error = 0.25, 7, True, "HTTP 500"
+    t.steps[2].cached = True
+    row = build_dataset_dict({"train": [t]})["trajectories"]["train"][0]
+    assert row["generator"] == {"backend": "openai", "model": "teacher-x", "base_url": "http://h/v1", "revision": ""}
+    names = {f.name for f in fields(Trajectory)}
+    back = Trajectory.from_dict({k: v for k, v in row.items() if k in names})
+    t.generator.revision = ""
+    assert back == t
+    assert (row["id"], row["teacher"], row["n_steps"], row["kept"]) == ("b", "teacher-x", 3, True)
+    # without a keep rule every trajectory is kept and expanded
+    rows = build_rows([t, make_trajectory(2, "c")])
+    assert [r["kept"] for r in rows["trajectories"]] == [True, True] and len(rows["final"]) == 2
+
+
+def test_expansion_options_reach_every_row():
+    t = make_trajectory(4)
+    # build_dataset_dict passes the expansion options on (here: last-step finals)
+    dd = build_dataset_dict({"train": [t]}, final_target="last-step")
+    assert dd["final"]["train"]["completion"] == [" Reasoning sentence 4. So the answer is: Paris."]
+    last = expand(t, final_target="last-step")["final"][0]
+    assert (last["id"], last["kind"], last["step_index"]) == ("q1:final:4", "final", 4)
+    mids = expand(t)["mid"]
+    assert [(m["id"], m["kind"]) for m in mids] == [("q1:mid:2", "mid"), ("q1:mid:3", "mid")]
+    # training prompts are zero-shot even when the settings carry demonstrations
+    from steper_bench.reasoning.prompts import load_demos
+
+    few = LoopSettings(demos=get_framework("ircot").prepare_demos(load_demos(2)))
+    assert few.prompt(t.question, [], [], 1) != LoopSettings().prompt(t.question, [], [], 1)
+    assert expand(t, few) == expand(t, LoopSettings())
+    with pytest.raises(ValueError, match="^final_target must be one of chain, last-step, got 'whole'$"):
+        expand(t, final_target="whole")
+
+
+def test_missing_paragraphs_are_listed_five_at_most():
+    t = make_trajectory(2)
+    t.steps[1].context_pids += [f"x{i}" for i in range(7)]
+    with pytest.raises(ValueError, match=r"^trajectory q1: context pids without paragraphs: \['x0', 'x1', 'x2', 'x3', 'x4'\]$"):
+        expand(t)
