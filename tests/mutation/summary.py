@@ -77,7 +77,8 @@ def main(argv: list[str]) -> None:
         print(f"equivalent.txt names {len(stale)} mutants this run did not produce: {stale[:5]}")
     with open("survivors.md", "w") as f:
         for name in survivors:
-            diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], capture_output=True, text=True)
+            show = [sys.executable, "-m", "mutmut", "show", name]
+            diff = subprocess.run(show, capture_output=True, text=True, check=False)
             f.write(f"## {name}\n```diff\n{diff.stdout.strip()}\n```\n")
     print(f"{len(survivors)} survivors (diffs in survivors.md): {survivors}")
 

@@ -173,7 +173,7 @@ def test_digest_is_sha256_of_canonical_json():
     from steper_bench.recipe import digest
 
     assert digest({"b": [1, "é"], "a": {"y": None, "x": 1.5}}) == hashlib.sha256(
-        '{"a":{"x":1.5,"y":null},"b":[1,"\\u00e9"]}'.encode()).hexdigest()[:16]
+        b'{"a":{"x":1.5,"y":null},"b":[1,"\\u00e9"]}').hexdigest()[:16]
     assert digest({"a": 1, "b": 2}) == digest({"b": 2, "a": 1})
 
 

@@ -122,7 +122,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow  # two torchrun workers import torch + transformers: about 25 s on 2 busy cores
-def test_two_processes_equal_one_batch(tmp_path, tiny_model_dir, window_data, one_batch):
+def test_two_processes_equal_one_batch(tmp_path, tiny_model_dir, window_data):
     # 2 ranks x 2 micro-batches of 2: rank 0 gets micro-batches 1 and 3 (no mid example at all)
     cmd = [
         sys.executable,
@@ -142,11 +142,15 @@ def test_two_processes_equal_one_batch(tmp_path, tiny_model_dir, window_data, on
     # the workers import the very package this test imported (under mutation testing: the mutant)
     package_root = str(Path(steper_bench.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     local = [r["s_grad_local"] for r in ranks]
     assert local[0][1] == 0 and local[1][1] != 0  # the mid kind really was absent from rank 0
+    # The reference, computed here rather than taken from the shared fixture: so that mutation
+    # testing (which maps each test to the functions it calls in its own process) runs this test
+    # against the trainer's data-parallel branches.
+    reference = one_step(str(tiny_model_dir), str(window_data), str(tmp_path / "reference"), 8, 1)
     for r in ranks:
-        assert_same_step(r, one_batch)
+        assert_same_step(r, reference)
