@@ -44,3 +44,17 @@ class Generator(Protocol):
     def generate(self, requests: list[StepRequest]) -> list[StepResult]: ...
 
     def close(self) -> None: ...
+
+
+def cached_results(cache, keys: list[str], n: int, stats: dict) -> list[StepResult | None]:
+    """For `n` requests, the answers the request cache already holds under `keys` (None where it
+    holds none, and everywhere without a cache), counted in stats["cache_hits"]."""
+    out: list[StepResult | None] = [None] * n
+    if cache is None:
+        return out
+    for i, key in enumerate(keys):
+        hit = cache.get(key)
+        if hit is not None:
+            out[i] = StepResult(text=hit["text"], tokens=hit["tokens"], cached=True)
+            stats["cache_hits"] += 1
+    return out

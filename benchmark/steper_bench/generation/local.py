@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from steper_bench.generation.base import StepRequest, StepResult
+from steper_bench.generation.base import StepRequest, StepResult, cached_results
 from steper_bench.records import GeneratorIdentity
 
 BACKEND = "transformers"
@@ -114,14 +114,8 @@ class TransformersGenerator:
 
     def generate(self, requests: list[StepRequest]) -> list[StepResult]:
         self.stats["requests"] += len(requests)
-        out: list[StepResult | None] = [None] * len(requests)
         keys = [self._key(r) for r in requests] if self.cache is not None else []
-        if self.cache is not None:
-            for i, key in enumerate(keys):
-                hit = self.cache.get(key)
-                if hit is not None:
-                    out[i] = StepResult(text=hit["text"], tokens=hit["tokens"], cached=True)
-                    self.stats["cache_hits"] += 1
+        out = cached_results(self.cache, keys, len(requests), self.stats)
         todo = [i for i, r in enumerate(out) if r is None]
         # Similar lengths together: less padding per chunk.
         todo.sort(key=lambda i: len(requests[i].prompt))

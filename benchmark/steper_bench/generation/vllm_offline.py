@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from steper_bench.generation import GeneratorError
-from steper_bench.generation.base import StepRequest, StepResult
+from steper_bench.generation.base import StepRequest, StepResult, cached_results
 from steper_bench.generation.local import weights_fingerprint
 from steper_bench.records import GeneratorIdentity
 
@@ -79,13 +79,8 @@ class VLLMGenerator:
 
     def generate(self, requests: list[StepRequest]) -> list[StepResult]:
         self.stats["requests"] += len(requests)
-        out: list[StepResult | None] = [None] * len(requests)
         keys = [self._key(r) for r in requests] if self.cache is not None else []
-        for i, key in enumerate(keys):
-            hit = self.cache.get(key)
-            if hit is not None:
-                out[i] = StepResult(text=hit["text"], tokens=hit["tokens"], cached=True)
-                self.stats["cache_hits"] += 1
+        out = cached_results(self.cache, keys, len(requests), self.stats)
         todo = [i for i, r in enumerate(out) if r is None]
         if todo:
             done = self.llm.generate(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 from steper_bench.records import Paragraph
+
+META = "steper_meta.json"  # written last into a finished index folder
 
 
 class Retriever(Protocol):
@@ -30,3 +34,21 @@ def index_lock(final: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def publish_folder(final: Path, partial: Path, fill: Callable[[Path], None]) -> Path:
+    """Write an index folder atomically: `fill(tmp)` writes a temporary folder beside `final`, which
+    is then renamed into place (another process that finished first wins), and the finished
+    chunks in `partial` are removed."""
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        fill(tmp)
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished the same folder first: keep theirs
+            if not (final / META).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    return final

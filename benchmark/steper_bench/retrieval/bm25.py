@@ -32,9 +32,8 @@ import numpy as np
 
 from steper_bench.console import Bar
 from steper_bench.records import Paragraph
-from steper_bench.retrieval.base import index_lock
+from steper_bench.retrieval.base import META, index_lock, publish_folder
 
-META = "steper_meta.json"
 VOCAB = "steper_vocab.txt"  # the sorted vocabulary, one token a line: a token's id is its line
 MAXW = "steper_maxw.npy"  # each term's largest weight: the bound that lets a search skip long postings
 EXHAUSTIVE = 50_000  # postings a query may touch before the search prunes (below, scoring them all is cheaper)
@@ -86,30 +85,14 @@ def _build(corpus, final: Path, progress: bool, stats: dict) -> Path:
                 _save_npz(path, _tokenize_chunk(corpus.chunk(i), stemmer))
                 stats["tokenised"] += 1
             bar.update(i + 1, f"{stats['tokenised']} tokenised now")
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".bm25."))
-    try:
+    meta = {"corpus_hash": corpus.content_hash(), "num_docs": len(corpus), "mode": corpus.mode, "k1": K1, "b": B,
+            "method": "lucene"}
+
+    def fill(tmp: Path) -> None:
         _merge([partial / f"chunk-{i:05d}.npz" for i in range(n)], tmp)
-        (tmp / META).write_text(
-            json.dumps(
-                {
-                    "corpus_hash": corpus.content_hash(),
-                    "num_docs": len(corpus),
-                    "mode": corpus.mode,
-                    "k1": K1,
-                    "b": B,
-                    "method": "lucene",
-                }
-            )
-        )
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished the same index first: keep theirs
-            if not (final / META).exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(partial, ignore_errors=True)
-    return final
+        (tmp / META).write_text(json.dumps(meta))
+
+    return publish_folder(final, partial, fill)
 
 
 def partial_folder(path: Path, corpus) -> Path:

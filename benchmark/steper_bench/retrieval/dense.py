@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,10 +27,9 @@ import numpy as np
 from steper_bench.console import Bar
 from steper_bench.recipe import digest
 from steper_bench.records import Paragraph
-from steper_bench.retrieval.base import index_lock
+from steper_bench.retrieval.base import META, index_lock, publish_folder
 from steper_bench.retrieval.bm25 import doc_text, partial_folder
 
-META = "steper_meta.json"
 PACKAGED = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 
 
@@ -131,32 +129,18 @@ class DenseRetriever:
                     tmp.replace(path)
                     self.stats["encoded"] += 1
                 bar.update(i + 1, f"{self.stats['encoded']} encoded now")
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".dense."))
-        try:
+        meta = {"corpus_hash": self.corpus.content_hash(), "num_docs": len(self.corpus), "model": self.cfg.model}
+
+        def fill(tmp: Path) -> None:
             parts = [np.load(partial / f"emb-{i:05d}.npy", mmap_mode="r") for i in range(n)]
-            emb = np.lib.format.open_memmap(
-                tmp / "embeddings.npy",
-                mode="w+",
-                dtype=np.float32,
-                shape=(sum(len(p) for p in parts), parts[0].shape[1]),
-            )
+            emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32,
+                                            shape=(sum(len(p) for p in parts), parts[0].shape[1]))
             np.concatenate(parts, out=emb)
             emb.flush()
             del emb
-            (tmp / META).write_text(
-                json.dumps(
-                    {"corpus_hash": self.corpus.content_hash(), "num_docs": len(self.corpus), "model": self.cfg.model}
-                )
-            )
-            try:
-                tmp.rename(final)
-            except OSError:  # another process finished the same embeddings first
-                if not (final / META).exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(partial, ignore_errors=True)
-        return final
+            (tmp / META).write_text(json.dumps(meta))
+
+        return publish_folder(final, partial, fill)
 
     def _write_index(self, path: Path) -> None:
         import faiss
