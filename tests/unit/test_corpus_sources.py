@@ -181,24 +181,6 @@ def test_chunked_index_equals_bm25s_own(hotpot):
         assert ours.top_k(toks, 4) == [int(i) for i in best if expected[i] > 0]
 
 
-def test_pruned_search_equals_exhaustive(hotpot, monkeypatch):
-    from steper_bench.retrieval import bm25
-
-    retriever = BM25Retriever(build_corpus(hotpot))
-    queries = [q.question for q in hotpot] + [s for q in hotpot for _, s in q.supporting_sentences]
-    queries += [f"{q.question} {q.question.split()[-1]}" for q in hotpot[:50]]  # a repeated term counts twice
-    tokens = tokenize(queries, _stemmer(), False)
-    monkeypatch.setattr(bm25, "EXHAUSTIVE", 10**12)
-    expected = [retriever.top_k(t, 4) for t in tokens]
-    pruned = []
-    real = retriever._pruned_candidates
-    monkeypatch.setattr(retriever, "_pruned_candidates", lambda ids, k: pruned.append(real(ids, k)) or pruned[-1])
-    monkeypatch.setattr(bm25, "EXHAUSTIVE", 0)
-    assert [retriever.top_k(t, 4) for t in tokens] == expected
-    kept = [len(r) for r in pruned if r is not None]
-    assert len(kept) > len(queries) // 2 and np.median(kept) <= 8  # most searches pruned to a handful of rows
-
-
 def test_chunks_of_another_chunk_size_are_not_reused(hotpot, tmp_path):
     from steper_bench.retrieval import bm25
 
