@@ -96,3 +96,14 @@ def load_recipe_text(tmp_path, text):
     path = tmp_path / "r.yaml"
     path.write_text(text)
     return load_recipe(path)
+
+
+def test_packaged_demonstrations_are_what_the_generator_makes():
+    import json
+    from pathlib import Path
+
+    import steper_bench.reasoning as reasoning
+    from steper_bench.sources.synthetic_world import demonstrations
+
+    packaged = Path(reasoning.__file__).parent / "prompts" / "ircot" / "synthetic-world.json"
+    assert json.loads(packaged.read_text()) == demonstrations()

@@ -41,6 +41,7 @@ from steper_bench.sources.base import (
     Skipped,
     SourceError,
     record_id,
+    records_jsonl,
 )
 
 __all__ = [
@@ -226,7 +227,7 @@ def load_file(
 def _generated(spec: DatasetSpec, settings, split: str, strict: bool) -> LoadResult:
     """A generated dataset's split; its revision is the hash of the records as JSONL."""
     raw = spec.generate(settings, split)
-    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in raw).encode()
+    data = records_jsonl(raw)
     origin = f"{spec.name}:seed={getattr(settings, 'seed', '?')}:{split}"
     questions, skipped = parse_records(((i, r, None) for i, r in enumerate(raw, 1)), spec, split, origin, strict)
     return LoadResult(questions, skipped, origin, "sha256:" + hashlib.sha256(data).hexdigest()[:16])

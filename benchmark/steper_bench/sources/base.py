@@ -83,6 +83,11 @@ class DatasetSpec:
         return self.label or self.name
 
 
+def records_jsonl(records: list[dict]) -> bytes:
+    """Records as canonical JSONL (sorted keys, UTF-8): how a generated dataset is written and hashed."""
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode()
+
+
 def register(spec: DatasetSpec) -> DatasetSpec:
     """Register a dataset defined outside the package (a recipe's `imports:` module, a plugin)."""
     from steper_bench.registry import DATASETS

@@ -34,33 +34,18 @@ Deterministic: the same settings give the same bytes (`world_bytes`), on any mac
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steper_bench.sources.base import DatasetSpec, titled_context_question
+from steper_bench.recipe import WorldConfig
+from steper_bench.sources.base import DatasetSpec, records_jsonl, titled_context_question
 
 KINDS = ("2", "3", "4", "comparison")
-DEFAULT_MIX = {"2": 0.35, "3": 0.3, "4": 0.1, "comparison": 0.25}  # ours, fixed before any training run
 
-
-@dataclass(frozen=True)
-class WorldSettings:
-    """What a world is made of (recipe `source.world`; every field is in the build hash)."""
-
-    seed: int = 0
-    train_questions: int = 2000
-    test_questions: int = 300
-    hop_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
-    distractors: int = 4  # extra paragraphs per question context that share words with the question
-    countries: int = 12
-    cities: int = 60
-    organisations: int = 120
-    people: int = 900
-    works: int = 400
+# The settings are the recipe's own section (source.world: seed, sizes, hop_mix, distractors; all
+# in the build hash), so defaults and validation live in one place.
+WorldSettings = WorldConfig
 
 
 # -- names -------------------------------------------------------------------------------------------
@@ -284,41 +269,24 @@ def generate_splits(s: WorldSettings) -> dict[str, list[dict]]:
                     for i, d in enumerate(drafts_)] for split, drafts_ in (("test", test), ("train", train))}
 
 
-_CACHE: dict[tuple, dict[str, list[dict]]] = {}
+_CACHE: dict[str, dict[str, list[dict]]] = {}
 
 
-def _key(s: WorldSettings) -> tuple:
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in s.__dict__.items()))
-
-
-def settings(cfg) -> WorldSettings:
-    """WorldSettings from the recipe's source.world section (or WorldSettings itself)."""
-    if isinstance(cfg, WorldSettings):
-        return cfg
-    return WorldSettings(**(cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg or {})))
-
-
-def generate(s, split: str) -> list[dict]:
+def generate(s: WorldSettings, split: str) -> list[dict]:
     """One split's records (generated once per process per settings)."""
-    s = settings(s)
-    key = _key(s)
+    key = s.model_dump_json()
     if key not in _CACHE:
         _CACHE.clear()
         _CACHE[key] = generate_splits(s)
     return _CACHE[key][split]
 
 
-def world_bytes(s, split: str) -> bytes:
-    """The split as JSONL bytes: what `write_world` writes and what the revision hashes."""
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in generate(s, split)).encode()
+def world_bytes(s: WorldSettings, split: str) -> bytes:
+    """The split as JSONL bytes: what `write_world` writes and what the loader's revision hashes."""
+    return records_jsonl(generate(s, split))
 
 
-def revision(s, split: str) -> str:
-    """What the loader records as the split's revision: the hash of `world_bytes`."""
-    return "sha256:" + hashlib.sha256(world_bytes(s, split)).hexdigest()[:16]
-
-
-def write_world(s, out_dir: str | Path) -> list[Path]:
+def write_world(s: WorldSettings, out_dir: str | Path) -> list[Path]:
     """train.jsonl and test.jsonl of the world, in HotpotQA's format (to inspect or share)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -361,8 +329,6 @@ def _kind(r: dict) -> str:
 def parse(raw: dict, split: str):
     return titled_context_question(raw, split, "synthetic-world", joiner="")
 
-
-Generator = Callable[[WorldSettings, str], list[dict]]
 
 DATASET = DatasetSpec(
     name="synthetic-world", parse=parse, label="World", title="Synthetic multi-hop world (steper-bench)",
