@@ -102,7 +102,7 @@ def test_packaged_demonstrations_are_what_the_generator_makes():
     import json
     from pathlib import Path
 
-    import steper_bench.reasoning as reasoning
+    from steper_bench import reasoning
     from steper_bench.sources.synthetic_world import demonstrations
 
     packaged = Path(reasoning.__file__).parent / "prompts" / "ircot" / "synthetic-world.json"
