@@ -92,7 +92,8 @@ def select(all_cells: list[Cell], only: list[str] | None) -> list[Cell]:
         if not any(_value_at(c, key)[0] for c in all_cells):
             axes = sorted({k for c in all_cells for k in c.values})
             raise RecipeError(f"--only {item}: {key} is not an axis of this grid (axes: {', '.join(axes) or 'none'})")
-        picked = [c for c in picked if _value_at(c, key)[0] and _flow(_value_at(c, key)[1]) == _flow(want)]
+        wanted = _flow(want)
+        picked = [c for c in picked if (hit := _value_at(c, key))[0] and _flow(hit[1]) == wanted]
     if not picked:
         raise RecipeError(f"--only {' '.join(only or [])}: no cell matches (run `steper-bench validate` to list them)")
     return picked

@@ -85,7 +85,12 @@ def materialize(spec: str, runs_dir: str | Path, base_dir: Path | None = None) -
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "SOURCE.json").write_text(json.dumps(source_note(spec, src, sha), indent=1) + "\n")
-    os.replace(tmp, out) if not out.exists() else shutil.rmtree(tmp)  # another process may have won
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process converted the same file first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "SOURCE.json").exists():
+            raise
     return out
 
 
