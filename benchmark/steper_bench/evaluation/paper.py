@@ -112,15 +112,15 @@ def _trained(runs):
 
 
 def main_table(runs, datasets) -> list[dict]:
-    rows = []
+    rows, trained, students = [], _trained(runs), _students(runs)
     for d in datasets:
         teacher = [r for r in runs if r["method"] in TEACHER_METHODS and r["dataset"] == d]
         for r in teacher or [None]:
             rows.append(_row({"method": r["method"] if r else "teacher", "model": r["model"] if r else None,
                               "dataset": d}, r))
-        for student in _students(runs):
+        for student in students:
             for m in ("vanilla-kd", "steper"):
-                r = _find(_trained(runs), method=m, base=student, dataset=d, framework="ircot")
+                r = _find(trained, method=m, base=student, dataset=d, framework="ircot")
                 rows.append(_row({"method": m, "model": student, "dataset": d}, r))
     return rows
 
@@ -139,8 +139,8 @@ def baselines_table(runs, datasets) -> list[dict]:
 def ablation_table(runs, datasets) -> list[dict]:
     from steper_bench.evaluation.abilities import ABILITIES
 
-    judge = [f"judge_{a}" for a in ABILITIES]
-    return [_row({"method": m, "model": s, "dataset": d}, _find(_trained(runs), method=m, base=s, dataset=d), judge)
+    judge, trained = [f"judge_{a}" for a in ABILITIES], _trained(runs)
+    return [_row({"method": m, "model": s, "dataset": d}, _find(trained, method=m, base=s, dataset=d), judge)
             for s in _students(runs) for m in ABLATION for d in datasets]
 
 
@@ -167,8 +167,9 @@ def weighting_table(runs, datasets) -> list[dict]:
 
 def size_table(runs, datasets) -> list[dict]:
     sizes = {_base(r): _num(r.get("model_size_b")) for r in runs if r["method"] not in TEACHER_METHODS}
+    trained = _trained(runs)
     return [_row({"model": s, "size_b": sizes.get(s), "method": m, "dataset": d},
-                 _find(_trained(runs), method=m, base=s, dataset=d))
+                 _find(trained, method=m, base=s, dataset=d))
             for s in _students(runs) for m in ("vanilla-kd", "steper") for d in datasets]
 
 
