@@ -314,6 +314,9 @@ class TinyConfig(Section):
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
     vocab_size: int = Field(512, ge=300)  # BPE vocabulary trained on the run's own texts
+    # Output layer = input embeddings: copying a name from the context then needs no separate
+    # output row per name; measured on the world, it is what let a 2-layer student start copying.
+    tie_embeddings: bool = False
 
     def is_default(self) -> bool:
         return self == TinyConfig()

@@ -63,6 +63,7 @@ def build_tiny_model(
     layers: int = 2,
     heads: int = 4,
     max_positions: int = 2048,
+    tie_embeddings: bool = False,
 ) -> Path:
     """Train a BPE tokenizer on `texts`, build a random Llama, save both into `out_dir`."""
     import torch
@@ -96,7 +97,7 @@ def build_tiny_model(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_embeddings,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -141,7 +141,7 @@ def _student(recipe: Recipe, source: str, revision: str | None, paths: RunPaths)
 
             t = cfg.tiny
             build_tiny_model(tiny_dir, all_texts(source, revision=revision), seed=cfg.seed, vocab_size=t.vocab_size,
-                             hidden=t.hidden, layers=t.layers, heads=t.heads)
+                             hidden=t.hidden, layers=t.layers, heads=t.heads, tie_embeddings=t.tie_embeddings)
     return str(tiny_dir), None
 
 
