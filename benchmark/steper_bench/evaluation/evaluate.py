@@ -41,6 +41,7 @@ class EvalResult:
     # lm-eval's own output for this run: {"results": aggregated metrics of the task,
     # "samples": {question id: {"prediction", "em", "f1", "acc"}}} (None when skipped)
     lm_eval: dict | None = None
+    endpoints: list[dict] = field(default_factory=list)  # per student endpoint: url, calls, ok, failed, ...
 
 
 def eval_hash(recipe: Recipe) -> str:
@@ -142,6 +143,7 @@ def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | 
         lm_samples, lm_results, trajectories, lm_seconds = run_lm_eval(recipe, runner)
     finally:
         runner.close()
+    endpoints = runner.endpoints()
     t = time.perf_counter()
     run = _run_row(recipe, run_id, cfg, info, method, runner, started)
     samples, steps, paragraphs = _rows(run_id, runner, lm_samples, trajectories)
@@ -175,7 +177,7 @@ def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | 
         qid: {"prediction": _lm_prediction(s, ""), **{m: float(s[m]) for m in ("em", "f1", "acc")}}
         for qid, s in lm_samples.items()}}
     return EvalResult(run_id, info.model, method, metrics, len(samples), time.perf_counter() - t0,
-                      timings=timings, db=str(db), judge=judged, lm_eval=lm_view)
+                      timings=timings, db=str(db), judge=judged, lm_eval=lm_view, endpoints=endpoints)
 
 
 def _reread(db: Path, run_id: str) -> dict[str, dict]:

@@ -413,6 +413,7 @@ class JudgeSummary:
     means: dict[str, dict[str, float]] = field(default_factory=dict)  # run_id -> ability -> mean
     errors: list[str] = field(default_factory=list)  # a few failure messages, for the console
     seconds: float = 0.0
+    endpoints: list[dict] = field(default_factory=list)  # per judge endpoint: url, calls, ok, failed, taken_out, limit
 
 
 @dataclass
@@ -424,7 +425,7 @@ class PairwiseSummary:
     # ability -> {"win": run_a wins, "tie": .., "loss": .., "failed": ..}
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
-
+    endpoints: list[dict] = field(default_factory=list)  # per judge endpoint, as JudgeSummary's
 
 
 
@@ -477,7 +478,8 @@ def judge_runs(
                 summary.skipped_questions += 1
             for ability, step in t.graded():
                 jobs.append((rid, t.question_id, ability, step, score_messages(t, ability, step, settings.paragraph_chars)))
-    answers = _run_all(settings, cache if cache is not None else _open_cache(recipe), [(m, "score") for *_, m in jobs])
+    answers, summary.endpoints = _run_all(
+        settings, cache if cache is not None else _open_cache(recipe), [(m, "score") for *_, m in jobs])
     rows = []
     for (rid, qid, ability, step, _), a in zip(jobs, answers):
         rows.append({
@@ -529,8 +531,8 @@ def judge_pairwise(
             jobs.append((qid, ability))
             reqs.append((pairwise_messages(ta[qid], tb[qid], ability, settings.paragraph_chars), "pairwise"))
             reqs.append((pairwise_messages(tb[qid], ta[qid], ability, settings.paragraph_chars), "pairwise"))
-    answers = _run_all(settings, cache if cache is not None else _open_cache(recipe), reqs)
-    summary = PairwiseSummary(run_a, run_b, settings.model, RUBRIC_VERSION)
+    answers, endpoints = _run_all(settings, cache if cache is not None else _open_cache(recipe), reqs)
+    summary = PairwiseSummary(run_a, run_b, settings.model, RUBRIC_VERSION, endpoints=endpoints)
     rows = []
     for i, (qid, ability) in enumerate(jobs):
         ab, ba = answers[2 * i], answers[2 * i + 1]
@@ -573,12 +575,15 @@ def _require_runs(con, run_ids: list[str]) -> None:
         raise store.StoreError(f"no run {', '.join(missing)} in this results file (known: {', '.join(sorted(known)) or 'none'})")
 
 
-def _run_all(settings: JudgeSettings, cache: RequestCache | None, reqs: list[tuple[list[dict], str]]) -> list[Answer]:
-    async def main() -> list[Answer]:
+def _run_all(
+    settings: JudgeSettings, cache: RequestCache | None, reqs: list[tuple[list[dict], str]]
+) -> tuple[list[Answer], list[dict]]:
+    """The answers, and the judge endpoints' counters (none when nothing was asked)."""
+    async def main() -> tuple[list[Answer], list[dict]]:
         client = JudgeClient(settings, cache)
         try:
-            return await client.ask_all(reqs)
+            return await client.ask_all(reqs), client.transport.endpoint_counters()
         finally:
             await client.close()
 
-    return asyncio.run(main()) if reqs else []
+    return asyncio.run(main()) if reqs else ([], [])

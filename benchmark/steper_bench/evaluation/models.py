@@ -21,7 +21,7 @@ from pathlib import Path
 
 from steper_bench.model_sources import is_gguf
 from steper_bench.model_sources import resolve as resolve_model
-from steper_bench.recipe import GeneratorConfig, Recipe, RecipeError
+from steper_bench.recipe import GeneratorConfig, Recipe, RecipeError, endpoint_urls
 from steper_bench.runs import RunPaths
 
 FORMS = ("supporting-facts", "teacher", "student", "trained:METHOD", "gguf:FILE", "openai:MODEL@BASE_URL",
@@ -109,7 +109,8 @@ def describe(cfg: GeneratorConfig) -> ModelInfo:
     """Leaderboard facts about a generator; never includes credentials."""
     from steper_bench.generation.openai_compat import public_url
 
-    base_url = public_url(cfg.base_url) if cfg.base_url and "${" not in cfg.base_url else (cfg.base_url or "")
+    first = (endpoint_urls(cfg.base_url) or [""])[0]  # replicas: the first names the model, as in cache keys
+    base_url = public_url(first) if first and "${" not in first else first
     name, base = cfg.model, cfg.model
     local = Path(cfg.model)
     if cfg.backend == "transformers" and local.exists():
