@@ -165,7 +165,7 @@ class JudgeClient:
             if hit is not None:
                 answers[i] = Answer("ok", *parse_verdict(hit["text"], reqs[i][1]), cached=True)
         todo = [i for i, a in enumerate(answers) if a is None]
-        first = await self._batch(batches, {keys[i]: self._body(reqs[i][0]) for i in todo})
+        first = await self._batch_json(batches, {keys[i]: reqs[i][0] for i in todo})
         texts, repairs = {}, {}
         for i in todo:
             a, kind = first[keys[i]], reqs[i][1]
@@ -177,7 +177,7 @@ class JudgeClient:
             except ValueError:
                 repairs[i] = _repair(reqs[i][0], a.value)
         rkeys = {i: self._key(m) for i, m in repairs.items()}
-        second = await self._batch(batches, {rkeys[i]: self._body(m) for i, m in repairs.items()})
+        second = await self._batch_json(batches, {rkeys[i]: m for i, m in repairs.items()})
         for i in repairs:
             a = second[rkeys[i]]
             answers[i] = Answer("failed", error=a.error) if a.error else _repaired(a.value, reqs[i][1])
@@ -189,6 +189,19 @@ class JudgeClient:
                 else:
                     self.cache.record_failure(keys[i], answers[i].error)
         return answers  # type: ignore[return-value]
+
+    async def _batch_json(self, batches, messages: dict[str, list[dict]]) -> dict:
+        """custom_id -> batch Answer, in JSON mode while the endpoint takes it. Lines rejected over
+        `response_format` (a 400 naming it, or a batch refused for it) go again, in one more batch
+        without it, as the live path does; later batches leave it out from the start."""
+        answers = await self._batch(batches, {k: self._body(m, self._json_mode) for k, m in messages.items()})
+        if not self._json_mode:
+            return answers
+        rejected = [k for k, a in answers.items() if a.error and _json_mode_rejected(a.error)]
+        if rejected:
+            self._json_mode = False
+            answers.update(await self._batch(batches, {k: self._body(messages[k], json_mode=False) for k in rejected}))
+        return answers
 
     async def _batch(self, batches, bodies: dict[str, dict]) -> dict:
         """custom_id -> batch Answer; a batch that cannot be sent fails its requests, a rejected
@@ -234,6 +247,15 @@ class JudgeClient:
 
     async def close(self) -> None:
         await self.transport.close()
+
+
+def _json_mode_rejected(error: str) -> bool:
+    """A batch line's (or a whole batch's) error that says the endpoint has no JSON mode: an
+    HTTP 400 about response_format / JSON, or a batch that failed naming response_format."""
+    low = error.lower()
+    if error.startswith("HTTP 400"):
+        return "response_format" in low or "json" in low.split(":", 1)[-1]
+    return "response_format" in low
 
 
 def _repair(messages: list[dict], text: str) -> list[dict]:
