@@ -118,6 +118,12 @@ def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | 
 
         check_endpoint(cfg.base_url, cfg.api_key, model=cfg.model,
                        field="teacher.base_url" if entry.model == "teacher" else f"--model {entry.model}")
+    if cfg.backend == "vllm":  # likewise without the engine: one line saying what to install
+        from steper_bench.generation import GeneratorError
+        from steper_bench.generation.vllm_offline import available
+
+        if why := available():
+            raise GeneratorError(f"--model {entry.model}: {why}")
     info = describe(cfg)
     few_shot = shots(recipe, entry)
     recipe = target_recipe(recipe, entry, dataset)
@@ -263,7 +269,7 @@ def _sigma_rows(run_id: str, cfg: GeneratorConfig, method: str) -> list[dict]:
     difficulty weighting learns one: uniform and fixed keep s at 0 (sigma 1), so their flat
     histories are not stored. ("learned" is how older students' weights.json named it.)"""
     f = Path(cfg.model) / "weights.json"
-    if cfg.backend != "transformers" or not f.exists():
+    if cfg.backend not in ("transformers", "vllm") or not f.exists():
         return []
     try:
         weights = json.loads(f.read_text())
