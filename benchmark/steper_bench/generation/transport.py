@@ -195,6 +195,7 @@ class Transport:
 
     async def close(self) -> None:
         self._client.close()
+        await asyncio.sleep(0)  # the sockets' close callbacks run before the caller stops the loop
 
     # -- one HTTP exchange ---------------------------------------------------------------------
     async def _send(self, ep: Endpoint, path: str, how: tuple, parse) -> _Attempt:
