@@ -114,6 +114,22 @@ class RequestCache:
         blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
+    @staticmethod
+    def keyer(**fixed: Any):
+        """`key` for many requests that differ in a few parts: `keyer(**fixed)(**varying)` equals
+        `key(**fixed, **varying)`, with the fixed parts checked for credentials once. The varying
+        parts must be plain JSON values (str, numbers, lists of them); a dict among them is
+        checked each time."""
+        _check_no_secrets(fixed, "a cache key")
+        dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+        def key(**varying: Any) -> str:
+            if any(isinstance(v, dict) for v in varying.values()):
+                _check_no_secrets(varying, "a cache key")
+            return hashlib.sha256(dumps({**fixed, **varying}).encode("utf-8")).hexdigest()
+
+        return key
+
     # -- connection -----------------------------------------------------------------------
     @_guarded
     def _conn(self) -> sqlite3.Connection:
@@ -155,6 +171,19 @@ class RequestCache:
         row = self._conn().execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
         self._count("hits" if row else "misses")
         return json.loads(row[0]) if row else None
+
+    @_guarded
+    def get_many(self, keys: list[str]) -> list[dict | None]:
+        """`get` of each key, in one query per 500 keys (a step's requests at once)."""
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            sql = f"SELECT key, value FROM responses WHERE key IN ({','.join('?' * len(part))})"
+            found.update(self._conn().execute(sql, part).fetchall())
+        with self._lock:
+            self._stats["hits"] += sum(k in found for k in keys)
+            self._stats["misses"] += sum(k not in found for k in keys)
+        return [json.loads(found[k]) if k in found else None for k in keys]
 
     def put(self, key: str, value: dict) -> None:
         self.put_many([(key, value)])

@@ -28,6 +28,7 @@ class StageReport:
     seconds: float
     detail: str = ""
     phases: dict[str, float] = field(default_factory=dict)  # profile: phase -> seconds
+    endpoints: list[dict] = field(default_factory=list)  # profile: per endpoint url, calls, ok, failed, ...
 
 
 @dataclass
@@ -91,7 +92,8 @@ def _build(recipe, force, progress, say, report) -> None:
     if len(summary.endpoints) > 1:  # replicas: where the calls went
         detail += "; " + ", ".join(f"{e['url']} {e['calls']} calls ({e['failed']} failed, out {e['taken_out']}x)"
                                    for e in summary.endpoints)
-    report.add(StageReport("build", recipe.name, status, summary.seconds, detail, dict(summary.timings)), say)
+    report.add(StageReport("build", recipe.name, status, summary.seconds, detail, dict(summary.timings),
+                           summary.endpoints), say)
 
 
 def _train(recipe, force, progress, say, report) -> None:
@@ -128,7 +130,8 @@ def _evaluate(recipe, force, db, progress, say, report) -> list[str]:
             detail = (f"run {r.run_id} already in {db}" if r.skipped_existing else f"run {r.run_id}, n={r.n}")
             if acc is not None:
                 detail += f", acc {acc:.3f}"
-            report.add(StageReport("eval", entry_label(entry, dataset), status, r.seconds, detail, dict(r.timings)), say)
+            report.add(StageReport("eval", entry_label(entry, dataset), status, r.seconds, detail, dict(r.timings),
+                                   r.endpoints), say)
             report.results.append((entry_label(entry, dataset), r))
             run_ids.append(r.run_id)
     return run_ids
@@ -162,7 +165,7 @@ def _judge(recipe, force, run_ids, db, say, report) -> None:
         return
     s = judge_runs(recipe, db=db, run_ids=todo)
     detail = f"{s.judged} judgments: {s.ok} ok, {s.failed} failed, {s.cached} cached"
-    report.add(StageReport("judge", s.judge_model, "done", s.seconds, detail, {"judging": s.seconds}), say)
+    report.add(StageReport("judge", s.judge_model, "done", s.seconds, detail, {"judging": s.seconds}, s.endpoints), say)
 
 
 def _judged(store, db, run_id: str, model: str, rubric: str) -> bool:
@@ -181,7 +184,10 @@ def _judged(store, db, run_id: str, model: str, rubric: str) -> bool:
 
 
 def profile_table(report: RunReport):
-    """Where the time went, per stage and phase (retrieval, generation, training, scoring, writing)."""
+    """Where the time went, per stage and phase (retrieval, generation, training, scoring,
+    writing); then, for the stages that called endpoints (teacher, OpenAI-compatible students,
+    judge), each endpoint's calls, successes, failures, times taken out and concurrency."""
+    from rich.console import Group
     from rich.table import Table
 
     table = Table(title="time per stage and phase (seconds)")
@@ -191,4 +197,12 @@ def profile_table(report: RunReport):
         phases = ", ".join(f"{k} {v:.2f}" for k, v in s.phases.items() if v >= 0.005)
         table.add_row(s.stage, s.what, f"{s.seconds:.2f}", phases)
     table.add_row("all", "", f"{report.seconds:.2f}", "")
-    return table
+    called = [(s, e) for s in report.stages for e in s.endpoints]
+    if not called:
+        return table
+    eps = Table(title="calls per endpoint")
+    for col in ("stage", "what", "endpoint", "calls", "ok", "failed", "taken out", "concurrency"):
+        eps.add_column(col, justify="right" if col in ("calls", "ok", "failed", "taken out", "concurrency") else "left")
+    for s, e in called:
+        eps.add_row(s.stage, s.what, e["url"], *(str(e.get(k, "")) for k in ("calls", "ok", "failed", "taken_out", "limit")))
+    return Group(table, eps)

@@ -406,7 +406,7 @@ class EvalConfig(Section):
     split: Literal["test", "train"] = "test"
     limit: int | None = Field(None, ge=1)
     few_shot: int = Field(0, ge=0)  # trained students see zero-shot prompts
-    # Models evaluated by `run`: local paths, Hub ids, openai:MODEL@BASE_URL, supporting-facts,
+    # Models evaluated by `run`: local paths, Hub ids, openai:MODEL@BASE_URL, vllm:MODEL, supporting-facts,
     # teacher, student (train.student untrained), trained:METHOD for this recipe's own trained
     # students; or {model, few_shot, framework} entries (ICL baselines).
     models: list[EvalModel] = Field(["trained:steper"], validate_default=True)
@@ -420,6 +420,8 @@ class EvalConfig(Section):
     timeout_s: float = Unhashed(120.0, gt=0)  # student endpoints (openai:MODEL@URL)
     max_retries: int = Unhashed(6, ge=0)
     max_new_tokens: int | None = None  # default: framework.max_new_tokens
+    # students given as vllm:MODEL: arguments for vllm.LLM as they are (as teacher.engine_args)
+    engine_args: dict[str, Any] = Unhashed({})
     db: str = Unhashed("results.duckdb")
     judge: JudgeConfig = JudgeConfig()
 

@@ -10,9 +10,15 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
 def _plain(x: Any) -> Any:
     """dataclasses.asdict without its deep copies (a build writes a trajectory per question,
-    thousands a second): records hold str, numbers, bools, None, lists, tuples, dicts and records."""
+    thousands a second): records hold str, numbers, bools, None, lists, tuples, dicts and records.
+    Atoms are tested first: they are most of what a record holds, and `hasattr` on them is slow."""
+    if type(x) in _ATOMS:
+        return x
     if hasattr(x, "__dataclass_fields__"):
         return {name: _plain(getattr(x, name)) for name in x.__dataclass_fields__}
     if isinstance(x, list):

@@ -2,7 +2,8 @@
 Files and Batches endpoints over real HTTP (tests/support/batch_emulator.py): a build goes one
 batch per step, a re-run submits nothing, a build killed (SIGKILL) while its batch runs collects
 that batch from the id stored in the request cache instead of paying for it again, and the judge
-sends its verdicts and its repair turns as two batches."""
+sends its verdicts and its repair turns as two batches (lines rejected over response_format go
+again without it)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from steper_bench.build import build
 from steper_bench.recipe import load_recipe
 from support.batch_emulator import batch_emulator
@@ -72,17 +74,11 @@ def test_killed_while_its_batch_runs_the_build_collects_that_batch(tmp_path):
         assert len(state.batches) == 2 and state.lines_answered == 20  # step 1 collected, not sent again
 
 
-def test_the_judge_sends_its_verdicts_then_its_repairs_as_two_batches(tmp_path, repo_root):
-    from steper_bench.cache import RequestCache
+def _judged_run(tmp_path, repo_root):
+    """A results file with run "r": questions Q0?..Q2?, one answered step each (6 judgments:
+    two abilities per step); and a recipe to judge it with."""
     from steper_bench.evaluation import store
-    from steper_bench.evaluation.judge import JudgeSettings, judge_runs
     from steper_bench.recipe import validate_recipe
-
-    def judge(req):  # question q0's first verdict is prose: it needs the repair turn
-        repaired = req.body["messages"][-1]["role"] == "user" and len(req.body["messages"]) > 2
-        if "Q0?" in req.body["messages"][1]["content"] and not repaired:
-            return Reply.text(req, "It is fine, I would say.")
-        return Reply.text(req, '{"score": 4, "rationale": "ok"}')
 
     db = tmp_path / "r.duckdb"
     con = store.connect(db)
@@ -123,6 +119,22 @@ def test_the_judge_sends_its_verdicts_then_its_repairs_as_two_batches(tmp_path, 
             "source": {"dataset": "hotpotqa", "test_file": str(repo_root / "data/hotpotqa/dev.jsonl")},
         }
     )
+    return db, recipe
+
+
+def _verdict(req):  # question q0's first verdict is prose: it needs the repair turn
+    repaired = req.body["messages"][-1]["role"] == "user" and len(req.body["messages"]) > 2
+    if "Q0?" in req.body["messages"][1]["content"] and not repaired:
+        return Reply.text(req, "It is fine, I would say.")
+    return Reply.text(req, '{"score": 4, "rationale": "ok"}')
+
+
+def test_the_judge_sends_its_verdicts_then_its_repairs_as_two_batches(tmp_path, repo_root):
+    from steper_bench.cache import RequestCache
+    from steper_bench.evaluation.judge import JudgeSettings, judge_runs
+
+    db, recipe = _judged_run(tmp_path, repo_root)
+    judge = _verdict
     with batch_emulator(judge, delay_s=0.05) as (url, state):
         settings = JudgeSettings(
             model="j", base_url=url, api_key="EMPTY", max_retries=0, api="batch", batch_poll_s=0.05
@@ -130,3 +142,33 @@ def test_the_judge_sends_its_verdicts_then_its_repairs_as_two_batches(tmp_path, 
         s = judge_runs(recipe, db=db, run_ids=["r"], settings=settings, cache=RequestCache(tmp_path / "c.sqlite"))
         assert (s.judged, s.ok, s.failed) == (6, 6, 0)
         assert len(state.batches) == 2 and state.lines_answered == 6 + 2  # q0's two judgments repaired
+
+
+@pytest.mark.parametrize("rejects", ["every line", "Q1's lines"])
+def test_a_batch_judge_without_json_mode_resubmits_the_rejected_lines_without_it(tmp_path, repo_root, rejects):
+    """An endpoint that answers response_format with a 400 in the batch's error file: those
+    lines go again without it (one more batch), and the repair batch leaves it out from the start."""
+    from steper_bench.cache import RequestCache
+    from steper_bench.evaluation.judge import JudgeSettings, judge_runs
+
+    db, recipe = _judged_run(tmp_path, repo_root)
+
+    def no_json_mode(req):
+        hit = rejects == "every line" or "Q1?" in req.body["messages"][1]["content"]
+        if "response_format" in req.body and hit:
+            return Reply(status=400, json={"error": {"message": "response_format is not supported by this model",
+                                                     "type": "invalid_request_error", "param": "response_format"}})
+        return _verdict(req)
+
+    with batch_emulator(no_json_mode, delay_s=0.05) as (url, state):
+        settings = JudgeSettings(model="j", base_url=url, api_key="EMPTY", max_retries=0, api="batch", batch_poll_s=0.05)
+        s = judge_runs(recipe, db=db, run_ids=["r"], settings=settings, cache=RequestCache(tmp_path / "c.sqlite"))
+        sent = [[json.loads(x)["body"] for x in state.files[b["input_file_id"]]["data"].decode().splitlines()]
+                for b in sorted(state.batches.values(), key=lambda b: b["id"])]
+    assert (s.judged, s.ok, s.failed) == (6, 6, 0), s.errors
+    resent = 6 if rejects == "every line" else 2
+    assert [len(b) for b in sent] == [6, resent, 2]  # verdicts, the rejected ones again, q0's repairs
+    assert all("response_format" in body for body in sent[0])
+    assert not any("response_format" in body for batch in sent[1:] for body in batch)
+    assert [body["messages"] for body in sent[1]] == [
+        body["messages"] for body in sent[0] if rejects == "every line" or "Q1?" in body["messages"][1]["content"]]

@@ -192,6 +192,57 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
     assert clean.counts["mid"]["train"] > 0 and clean.splits["train"].kept >= 25
 
 
+def _results(summary) -> tuple[list[str], list[tuple[str, str]]]:
+    """A build's trajectories (sorted, without latencies) and its cache rows (key, value)."""
+    import json
+    import sqlite3
+
+    out = Path(summary.run_dir) / "trajectories" / "train.jsonl"
+    rows = []
+    for line in out.read_text().splitlines():
+        d = json.loads(line)
+        for st in d["steps"]:
+            st["latency_s"] = 0.0
+        rows.append(json.dumps(d, ensure_ascii=False))
+    db = sqlite3.connect(Path(summary.run_dir).parent / "cache.sqlite")
+    try:
+        return sorted(rows), sorted(db.execute("SELECT key, value FROM responses"))
+    finally:
+        db.close()
+
+
+def test_streaming_and_step_synchronous_loops_give_the_same_trajectories_and_cache(tmp_path, monkeypatch):
+    """The streaming driver (each question's next step sent as its last one returns, answers
+    arriving in any order: random delays) and the step-synchronous one (one batch per step) give
+    byte-identical trajectories and cache rows."""
+    import random
+
+    from steper_bench.generation.openai_compat import OpenAIGenerator
+    from steper_bench.sources import load_questions
+
+    qs = load_questions(recipe(tmp_path / "probe"), "train").questions
+    handler, _ = _scripted_teacher(qs)
+    rng = random.Random(0)
+
+    def jittered(req):
+        r = handler(req)
+        r.delay_s = rng.random() * 0.02
+        return r
+
+    results = {}
+    with scripted_server(jittered) as server:
+        sets = [*SMALL, "teacher.backend=openai", f"teacher.base_url={server}", "teacher.model=scripted",
+                "teacher.concurrency=8", "dataset.splits=[train]"]
+        for streaming in (True, False):
+            monkeypatch.setattr(OpenAIGenerator, "streaming", streaming)
+            runs = tmp_path / f"streaming-{streaming}"
+            s = build(load_recipe(QUICKSTART, [f"runs_dir={runs}", *sets]), progress=False, log=lambda m: None)
+            assert s.splits["train"].generated == 30 and s.errors == 0
+            results[streaming] = _results(s)
+    assert len({len(t.steps) for t in read_trajectories(Path(s.run_dir) / "trajectories" / "train.jsonl").values()}) > 1
+    assert results[True] == results[False]
+
+
 def test_paper_recipe_without_env_fails_fast(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TEACHER_BASE_URL", "TEACHER_API_KEY")}
     t0 = time.perf_counter()

@@ -126,3 +126,38 @@ def test_the_judge_spreads_over_its_replicas():
         answers = asyncio.run(ask_all())
     assert [x.value for x in answers] == [4] * 12
     assert a.count == b.count == 6
+
+
+def test_profile_lists_the_calls_of_each_teacher_student_and_judge_endpoint(tmp_path):
+    """`run --profile`'s table: every endpoint a stage called, with its calls as the servers
+    counted them (teacher over two replicas at build and as the evaluated teacher, judge over two)."""
+    import io
+
+    from rich.console import Console
+    from steper_bench import pipeline
+
+    verdict = fixed_text('{"score": 4, "rationale": "ok"}')
+    with scripted_server(steps_teacher(2)) as a, scripted_server(steps_teacher(2)) as b, \
+            scripted_server(verdict) as ja, scripted_server(verdict) as jb:
+        sets = [f"runs_dir={tmp_path}", *SETS, f"teacher.base_url=[{a}, {b}]", "source.test_limit=4",
+                "eval.models=[]", "eval.include_teacher=true", "eval.judge.enabled=true", "eval.judge.model=j",
+                f"eval.judge.base_url=[{ja}, {jb}]", "eval.judge.api_key=EMPTY", "eval.judge.concurrency=2"]
+        r = load_recipe(QUICKSTART, sets)
+        report = pipeline.RunReport(db=str(tmp_path / "results.duckdb"))
+        pipeline._build(r, False, False, lambda m: None, report)
+        built = {e["url"]: e["calls"] for e in report.stages[0].endpoints}
+        run_ids = pipeline._evaluate(r, False, report.db, False, lambda m: None, report)
+        pipeline._judge(r, False, run_ids, report.db, lambda m: None, report)
+        out = io.StringIO()
+        Console(file=out, width=200).print(pipeline.profile_table(report))
+        counts = {u: sum(r.method == "POST" for r in u.requests) for u in (a, b, ja, jb)}  # not the preflight GETs
+    text = out.getvalue()
+    assert "calls per endpoint" in text
+    rows = {(ln.split("│")[1].strip(), ln.split("│")[3].strip()): ln for ln in text.splitlines() if ln.count("│") > 6}
+    assert set(rows) == {("build", a.base_url), ("build", b.base_url), ("eval", a.base_url), ("eval", b.base_url),
+                         ("judge", ja.base_url), ("judge", jb.base_url)}, text
+    evaluated = {e["url"]: e["calls"] for s in report.stages if s.stage == "eval" for e in s.endpoints}
+    judged = {e["url"]: e["calls"] for s in report.stages if s.stage == "judge" for e in s.endpoints}
+    assert all(built[u] + evaluated[u] == counts[u] and built[u] and evaluated[u] for u in (a.base_url, b.base_url))
+    assert all(judged[u] == counts[u] > 0 for u in (ja.base_url, jb.base_url))
+    assert f"│ {built[a.base_url]} │" in rows[("build", a.base_url)]

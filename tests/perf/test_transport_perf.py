@@ -166,7 +166,10 @@ def test_build_busy_window_against_ideal_and_load_generator(tmp_path):
         f"{st['window_s'] / ref['window_s']:.2f}x; build CPU {cpu_ms:.2f} ms per request (loop, retrieval, "
         "cache and transport)"
     )
-    assert st["window_s"] <= 2.0 * ideal
+    # Measured on the shared 2-core machine, everything at nice 19: 1.11-1.30x under load 2.6-4,
+    # 1.50-1.55x under load 5-6 (the code before its own HTTP client, side by side: 1.91-2.23x).
+    # The bound leaves room for the neighbours; the goal is printed above.
+    assert st["window_s"] <= 1.6 * ideal
 
 
 def test_build_throughput_on_a_capacity_model_server(tmp_path):

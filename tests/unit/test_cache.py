@@ -39,6 +39,27 @@ def test_key_holds_field_names_and_types():
     assert RequestCache.key(path=Path("a/b")) == RequestCache.key(path="a/b")
 
 
+def test_keyer_gives_the_same_keys_and_still_refuses_credentials():
+    fixed = {"backend": "openai", "model": "m", "params": {"temperature": 0, "stop": ["\n"]}, "path": Path("a")}
+    key = RequestCache.keyer(**fixed)
+    for prompt, i in [("p", 0), ("é\n\"q\"", 3), ("", 1)]:
+        assert key(prompt=prompt, sample_index=i) == RequestCache.key(**fixed, prompt=prompt, sample_index=i)
+    assert key(prompt="p", extra=[1, "x"]) == RequestCache.key(**fixed, prompt="p", extra=[1, "x"])
+    with pytest.raises(ValueError, match="params.api_key"):
+        RequestCache.keyer(params={"api_key": "sk-x"})
+    with pytest.raises(ValueError, match="headers.Authorization"):
+        key(headers={"Authorization": "Bearer x"})
+
+
+def test_get_many_is_get_of_each_key_with_the_same_stats(tmp_path):
+    c = RequestCache(tmp_path / "c.sqlite")
+    keys = [c.key(i=i) for i in range(1203)]  # more than one query's worth of keys
+    c.put_many([(k, {"i": i}) for i, k in enumerate(keys) if i % 3])
+    assert c.get_many(keys + keys[:2]) == [c.get(k) for k in keys + keys[:2]]
+    assert c.stats() == {"hits": 2 * 803, "misses": 2 * 402, "failures": 0}  # keys[1] a hit, keys[0] not
+    assert c.get_many([]) == []
+
+
 def test_hit_miss_and_stats(tmp_path):
     c = RequestCache(tmp_path / "c.sqlite")
     k = c.key(prompt="hello", sample_index=0)

@@ -207,3 +207,14 @@ def test_graded_steps_follow_each_framework():
     # one generation holds the whole chain: only aggregation is graded
     assert graded_steps(get_framework("single-step"), 1) == [("aggregation", 1)]
     assert graded_steps(get_framework("no-retrieval"), 1) == [("aggregation", 1)]
+
+
+def test_what_counts_as_an_endpoint_without_json_mode():
+    from steper_bench.evaluation.judge import _json_mode_rejected
+
+    assert _json_mode_rejected('HTTP 400 in the batch: {"error": {"message": "response_format is not supported"}}')
+    assert _json_mode_rejected('HTTP 400 in the batch: {"error": {"message": "JSON mode is unavailable"}}')
+    assert _json_mode_rejected("batch batch-000001 failed: invalid_request: response_format: unknown field")
+    assert not _json_mode_rejected('HTTP 400 in the batch: {"error": {"message": "max_tokens is too large"}}')
+    assert not _json_mode_rejected('HTTP 500 in the batch: {"error": {"message": "json decoder crashed"}}')
+    assert not _json_mode_rejected("batch batch-000001 expired without an answer to this request")

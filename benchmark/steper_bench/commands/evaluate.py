@@ -14,7 +14,7 @@ from steper_bench.evaluation.abilities import NAMES as ABILITIES
 
 ModelOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--model", help="Student: local path / Hub id, openai:MODEL@BASE_URL, supporting-facts, "
+    typer.Option("--model", help="Student: local path / Hub id, openai:MODEL@BASE_URL, vllm:MODEL, supporting-facts, "
                                   "teacher, or trained:METHOD (repeatable; default: eval.models + teacher)."),
 ]
 DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Results file (default: the recipe's eval.db, relative to the current folder).")]

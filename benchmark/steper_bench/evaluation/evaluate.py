@@ -41,6 +41,7 @@ class EvalResult:
     # lm-eval's own output for this run: {"results": aggregated metrics of the task,
     # "samples": {question id: {"prediction", "em", "f1", "acc"}}} (None when skipped)
     lm_eval: dict | None = None
+    endpoints: list[dict] = field(default_factory=list)  # per student endpoint: url, calls, ok, failed, ...
 
 
 def eval_hash(recipe: Recipe) -> str:
@@ -117,6 +118,12 @@ def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | 
 
         check_endpoint(cfg.base_url, cfg.api_key, model=cfg.model,
                        field="teacher.base_url" if entry.model == "teacher" else f"--model {entry.model}")
+    if cfg.backend == "vllm":  # likewise without the engine: one line saying what to install
+        from steper_bench.generation import GeneratorError
+        from steper_bench.generation.vllm_offline import available
+
+        if why := available():
+            raise GeneratorError(f"--model {entry.model}: {why}")
     info = describe(cfg)
     few_shot = shots(recipe, entry)
     recipe = target_recipe(recipe, entry, dataset)
@@ -142,6 +149,7 @@ def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | 
         lm_samples, lm_results, trajectories, lm_seconds = run_lm_eval(recipe, runner)
     finally:
         runner.close()
+    endpoints = runner.endpoints()
     t = time.perf_counter()
     run = _run_row(recipe, run_id, cfg, info, method, runner, started)
     samples, steps, paragraphs = _rows(run_id, runner, lm_samples, trajectories)
@@ -175,7 +183,7 @@ def evaluate(recipe: Recipe, *, model: str | EvalModel, dataset: SourceConfig | 
         qid: {"prediction": _lm_prediction(s, ""), **{m: float(s[m]) for m in ("em", "f1", "acc")}}
         for qid, s in lm_samples.items()}}
     return EvalResult(run_id, info.model, method, metrics, len(samples), time.perf_counter() - t0,
-                      timings=timings, db=str(db), judge=judged, lm_eval=lm_view)
+                      timings=timings, db=str(db), judge=judged, lm_eval=lm_view, endpoints=endpoints)
 
 
 def _reread(db: Path, run_id: str) -> dict[str, dict]:
@@ -261,7 +269,7 @@ def _sigma_rows(run_id: str, cfg: GeneratorConfig, method: str) -> list[dict]:
     difficulty weighting learns one: uniform and fixed keep s at 0 (sigma 1), so their flat
     histories are not stored. ("learned" is how older students' weights.json named it.)"""
     f = Path(cfg.model) / "weights.json"
-    if cfg.backend != "transformers" or not f.exists():
+    if cfg.backend not in ("transformers", "vllm") or not f.exists():
         return []
     try:
         weights = json.loads(f.read_text())

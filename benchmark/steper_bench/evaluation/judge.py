@@ -165,7 +165,7 @@ class JudgeClient:
             if hit is not None:
                 answers[i] = Answer("ok", *parse_verdict(hit["text"], reqs[i][1]), cached=True)
         todo = [i for i, a in enumerate(answers) if a is None]
-        first = await self._batch(batches, {keys[i]: self._body(reqs[i][0]) for i in todo})
+        first = await self._batch_json(batches, {keys[i]: reqs[i][0] for i in todo})
         texts, repairs = {}, {}
         for i in todo:
             a, kind = first[keys[i]], reqs[i][1]
@@ -177,7 +177,7 @@ class JudgeClient:
             except ValueError:
                 repairs[i] = _repair(reqs[i][0], a.value)
         rkeys = {i: self._key(m) for i, m in repairs.items()}
-        second = await self._batch(batches, {rkeys[i]: self._body(m) for i, m in repairs.items()})
+        second = await self._batch_json(batches, {rkeys[i]: m for i, m in repairs.items()})
         for i in repairs:
             a = second[rkeys[i]]
             answers[i] = Answer("failed", error=a.error) if a.error else _repaired(a.value, reqs[i][1])
@@ -189,6 +189,19 @@ class JudgeClient:
                 else:
                     self.cache.record_failure(keys[i], answers[i].error)
         return answers  # type: ignore[return-value]
+
+    async def _batch_json(self, batches, messages: dict[str, list[dict]]) -> dict:
+        """custom_id -> batch Answer, in JSON mode while the endpoint takes it. Lines rejected over
+        `response_format` (a 400 naming it, or a batch refused for it) go again, in one more batch
+        without it, as the live path does; later batches leave it out from the start."""
+        answers = await self._batch(batches, {k: self._body(m, self._json_mode) for k, m in messages.items()})
+        if not self._json_mode:
+            return answers
+        rejected = [k for k, a in answers.items() if a.error and _json_mode_rejected(a.error)]
+        if rejected:
+            self._json_mode = False
+            answers.update(await self._batch(batches, {k: self._body(messages[k], json_mode=False) for k in rejected}))
+        return answers
 
     async def _batch(self, batches, bodies: dict[str, dict]) -> dict:
         """custom_id -> batch Answer; a batch that cannot be sent fails its requests, a rejected
@@ -234,6 +247,15 @@ class JudgeClient:
 
     async def close(self) -> None:
         await self.transport.close()
+
+
+def _json_mode_rejected(error: str) -> bool:
+    """A batch line's (or a whole batch's) error that says the endpoint has no JSON mode: an
+    HTTP 400 about response_format / JSON, or a batch that failed naming response_format."""
+    low = error.lower()
+    if error.startswith("HTTP 400"):
+        return "response_format" in low or "json" in low.split(":", 1)[-1]
+    return "response_format" in low
 
 
 def _repair(messages: list[dict], text: str) -> list[dict]:
@@ -413,6 +435,7 @@ class JudgeSummary:
     means: dict[str, dict[str, float]] = field(default_factory=dict)  # run_id -> ability -> mean
     errors: list[str] = field(default_factory=list)  # a few failure messages, for the console
     seconds: float = 0.0
+    endpoints: list[dict] = field(default_factory=list)  # per judge endpoint: url, calls, ok, failed, taken_out, limit
 
 
 @dataclass
@@ -424,7 +447,7 @@ class PairwiseSummary:
     # ability -> {"win": run_a wins, "tie": .., "loss": .., "failed": ..}
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
-
+    endpoints: list[dict] = field(default_factory=list)  # per judge endpoint, as JudgeSummary's
 
 
 
@@ -477,7 +500,8 @@ def judge_runs(
                 summary.skipped_questions += 1
             for ability, step in t.graded():
                 jobs.append((rid, t.question_id, ability, step, score_messages(t, ability, step, settings.paragraph_chars)))
-    answers = _run_all(settings, cache if cache is not None else _open_cache(recipe), [(m, "score") for *_, m in jobs])
+    answers, summary.endpoints = _run_all(
+        settings, cache if cache is not None else _open_cache(recipe), [(m, "score") for *_, m in jobs])
     rows = []
     for (rid, qid, ability, step, _), a in zip(jobs, answers):
         rows.append({
@@ -529,8 +553,8 @@ def judge_pairwise(
             jobs.append((qid, ability))
             reqs.append((pairwise_messages(ta[qid], tb[qid], ability, settings.paragraph_chars), "pairwise"))
             reqs.append((pairwise_messages(tb[qid], ta[qid], ability, settings.paragraph_chars), "pairwise"))
-    answers = _run_all(settings, cache if cache is not None else _open_cache(recipe), reqs)
-    summary = PairwiseSummary(run_a, run_b, settings.model, RUBRIC_VERSION)
+    answers, endpoints = _run_all(settings, cache if cache is not None else _open_cache(recipe), reqs)
+    summary = PairwiseSummary(run_a, run_b, settings.model, RUBRIC_VERSION, endpoints=endpoints)
     rows = []
     for i, (qid, ability) in enumerate(jobs):
         ab, ba = answers[2 * i], answers[2 * i + 1]
@@ -573,12 +597,15 @@ def _require_runs(con, run_ids: list[str]) -> None:
         raise store.StoreError(f"no run {', '.join(missing)} in this results file (known: {', '.join(sorted(known)) or 'none'})")
 
 
-def _run_all(settings: JudgeSettings, cache: RequestCache | None, reqs: list[tuple[list[dict], str]]) -> list[Answer]:
-    async def main() -> list[Answer]:
+def _run_all(
+    settings: JudgeSettings, cache: RequestCache | None, reqs: list[tuple[list[dict], str]]
+) -> tuple[list[Answer], list[dict]]:
+    """The answers, and the judge endpoints' counters (none when nothing was asked)."""
+    async def main() -> tuple[list[Answer], list[dict]]:
         client = JudgeClient(settings, cache)
         try:
-            return await client.ask_all(reqs)
+            return await client.ask_all(reqs), client.transport.endpoint_counters()
         finally:
             await client.close()
 
-    return asyncio.run(main()) if reqs else []
+    return asyncio.run(main()) if reqs else ([], [])

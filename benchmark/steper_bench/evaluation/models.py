@@ -7,6 +7,9 @@
     gguf:FILE               a GGUF file (path or <package>/<file>), dequantised once (model_sources)
     openai:MODEL@BASE_URL   an OpenAI-compatible endpoint, completions API (lm-eval's
                             local-completions semantics); openai:MODEL alone means OpenAI itself
+    vllm:MODEL              MODEL (a folder, Hub id, trained:METHOD, student, gguf:FILE) run by the
+                            in-process vLLM engine (generation/vllm_offline.py, as teacher.backend:
+                            vllm) instead of transformers; eval.engine_args go to vllm.LLM
     anything else           a local folder (full model or LoRA adapter) or a Hub id: transformers
 """
 
@@ -21,13 +24,14 @@ from pathlib import Path
 
 from steper_bench.model_sources import is_gguf
 from steper_bench.model_sources import resolve as resolve_model
-from steper_bench.recipe import GeneratorConfig, Recipe, RecipeError
+from steper_bench.recipe import GeneratorConfig, Recipe, RecipeError, endpoint_urls
 from steper_bench.runs import RunPaths
 
-FORMS = ("supporting-facts", "teacher", "student", "trained:METHOD", "gguf:FILE", "openai:MODEL@BASE_URL",
+FORMS = ("supporting-facts", "teacher", "student", "trained:METHOD", "gguf:FILE", "openai:MODEL@BASE_URL", "vllm:MODEL",
          "a local model folder (full model or LoRA adapter)", "a Hub model id (org/name)")
 _OPENAI = re.compile(r"^openai:(?P<model>.+?)(?:@(?P<url>https?://.+))?$")
 _SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)\s*[bB](?![A-Za-z])")
+LOCAL_BACKENDS = ("transformers", "vllm")  # weights on this machine: describe() reads their folder
 _FAMILIES = ("llama", "qwen", "mistral", "mixtral", "gemma", "phi", "deepseek", "olmo", "gpt", "smollm", "falcon")
 
 
@@ -40,6 +44,8 @@ def parse_model_spec(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
               "timeout_s": recipe.eval.timeout_s, "max_retries": recipe.eval.max_retries}
     if spec == "supporting-facts":
         return GeneratorConfig(backend="supporting-facts", model="supporting-facts"), "silver"
+    if spec.startswith("vllm:"):
+        return _vllm(spec, recipe)
     if spec == "teacher":
         t = recipe.teacher.model_copy()
         return t, "silver" if t.backend == "supporting-facts" else "teacher"
@@ -84,6 +90,21 @@ def parse_model_spec(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
     return GeneratorConfig(backend="transformers", model=spec, **common), "base"
 
 
+def _vllm(spec: str, recipe: Recipe) -> tuple[GeneratorConfig, str]:
+    """vllm:MODEL: the model MODEL names for transformers, run by the in-process vLLM engine."""
+    inner = spec.split(":", 1)[1].strip()
+    if not inner:
+        raise RecipeError("--model vllm: name the model after vllm: (vllm:org/name, vllm:FOLDER, vllm:trained:steper)")
+    cfg, method = parse_model_spec(inner, recipe)
+    if cfg.backend != "transformers":
+        raise RecipeError(f"--model {spec}: vllm: runs local or Hub weights; {inner!r} names the {cfg.backend} backend, "
+                          "not weights")
+    if (Path(cfg.model) / "adapter_config.json").exists():
+        raise RecipeError(f"--model {spec}: {cfg.model} is a LoRA adapter, which the vllm backend does not load; "
+                          "evaluate it without vllm: (transformers), or merge it into its base model first")
+    return cfg.model_copy(update={"backend": "vllm", "engine_args": dict(recipe.eval.engine_args)}), method
+
+
 @dataclass
 class ModelInfo:
     model: str  # what the leaderboard shows
@@ -109,18 +130,19 @@ def describe(cfg: GeneratorConfig) -> ModelInfo:
     """Leaderboard facts about a generator; never includes credentials."""
     from steper_bench.generation.openai_compat import public_url
 
-    base_url = public_url(cfg.base_url) if cfg.base_url and "${" not in cfg.base_url else (cfg.base_url or "")
+    first = (endpoint_urls(cfg.base_url) or [""])[0]  # replicas: the first names the model, as in cache keys
+    base_url = public_url(first) if first and "${" not in first else first
     name, base = cfg.model, cfg.model
     local = Path(cfg.model)
-    if cfg.backend == "transformers" and local.exists():
+    if cfg.backend in LOCAL_BACKENDS and local.exists():
         base = _base_model_name(local)
         name = f"{base} ({local.name})" if base not in (cfg.model, local.name) else local.name
     identity = json.dumps([cfg.backend, cfg.model, base_url, cfg.revision or ""])
     size = _size_from_name(base) or _size_from_name(cfg.model)
-    if size is None and cfg.backend == "transformers" and local.exists():
+    if size is None and cfg.backend in LOCAL_BACKENDS and local.exists():
         size = _counted_size_b(local)
-    revision = cfg.revision or (_local_revision(local) if cfg.backend == "transformers" and local.is_dir() else "")
-    summary = train_summary(local) if cfg.backend == "transformers" and local.is_dir() else {}
+    revision = cfg.revision or (_local_revision(local) if cfg.backend in LOCAL_BACKENDS and local.is_dir() else "")
+    summary = train_summary(local) if cfg.backend in LOCAL_BACKENDS and local.is_dir() else {}
     training = {k: summary.get(k) for k in ("method_spec", "trained_on", "train_build", "train_questions")}
     return ModelInfo(name, identity, revision, _family(f"{base} {cfg.model}", local), size, cfg.backend, base, training)
 

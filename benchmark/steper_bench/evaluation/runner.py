@@ -73,6 +73,10 @@ class StudentRunner:
         self.loop_s += time.perf_counter() - t
         return out
 
+    def endpoints(self) -> list[dict]:
+        """The student endpoints' counters (an OpenAI-compatible student; none otherwise)."""
+        return self.generator.endpoints() if hasattr(self.generator, "endpoints") else []
+
     def close(self) -> None:
         close = getattr(self.generator, "close", None)
         if close:

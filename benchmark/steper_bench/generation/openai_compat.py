@@ -113,6 +113,7 @@ class OpenAIGenerator:
         self.identity = GeneratorIdentity(backend="openai", model=cfg.model, base_url=self.base_url,
                                           revision=cfg.revision or "")
         self._counts = {"requests": 0, "errors": 0, "cache_hits": 0}
+        self._keyers: dict[tuple, Any] = {}  # stop list -> cache key function
         settings = settings_of(cfg, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s)
         self.transport = Transport(urls, key, settings)
         self._chat = cfg.api in ("chat", "batch")  # the Batch interface carries chat completions
@@ -156,9 +157,9 @@ class OpenAIGenerator:
         are ready at once; the rest run on the event loop, at most `concurrency` per endpoint."""
         self._counts["requests"] += len(requests)
         todo = []
-        for r, tag in zip(requests, tags):
-            key = self._cache_key(r) if self.cache is not None else ""
-            hit = self.cache.get(key) if self.cache is not None else None
+        keys = [self._cache_key(r) for r in requests] if self.cache is not None else [""] * len(requests)
+        hits = self.cache.get_many(keys) if self.cache is not None else [None] * len(requests)
+        for r, tag, key, hit in zip(requests, tags, keys, hits):
             if hit is not None:
                 self._counts["cache_hits"] += 1
                 self._done.put((tag, StepResult(text=hit["text"], tokens=hit.get("tokens", 0), cached=True)))
@@ -207,10 +208,16 @@ class OpenAIGenerator:
                 "max_tokens": self.max_new_tokens, "stop": list(stop)}
 
     def _cache_key(self, r: StepRequest) -> str:
-        return RequestCache.key(
-            backend="openai", base_url=self.base_url, model=self.cfg.model, revision=self.cfg.revision or "",
-            api="chat" if self._chat else "completions", prompt=r.prompt, params=self._params(r.stop), sample_index=r.sample_index,
-        )
+        """RequestCache.key of the request's parts; everything but the prompt and sample index is
+        fixed per stop list, so it is checked and laid out once (`RequestCache.keyer`)."""
+        stop = tuple(r.stop)
+        keyer = self._keyers.get(stop)
+        if keyer is None:
+            keyer = self._keyers[stop] = RequestCache.keyer(
+                backend="openai", base_url=self.base_url, model=self.cfg.model, revision=self.cfg.revision or "",
+                api="chat" if self._chat else "completions", params=self._params(r.stop),
+            )
+        return keyer(prompt=r.prompt, sample_index=r.sample_index)
 
     def _body(self, r: StepRequest) -> dict:
         if self._chat:

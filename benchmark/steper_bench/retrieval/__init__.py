@@ -81,16 +81,12 @@ class CachedRetriever:
         self.inner, self.cache = inner, cache
         self.corpus = inner.corpus
         self._row_of: dict[str, int] = {}
+        self._keyer = None
 
     def _key(self, query: str, k: int, qid: str | None) -> str:
-        return self.cache.key(
-            kind="retrieval",
-            backend=self.inner.backend,
-            corpus=self.corpus.content_hash(),
-            query=query,
-            k=k,
-            question_id=qid,
-        )
+        if self._keyer is None:  # the fixed parts, checked and laid out once
+            self._keyer = self.cache.keyer(kind="retrieval", backend=self.inner.backend, corpus=self.corpus.content_hash())
+        return self._keyer(query=query, k=k, question_id=qid)
 
     def _hit(self, value: dict) -> list[Paragraph] | None:
         rows = value.get("rows")
@@ -111,10 +107,7 @@ class CachedRetriever:
     def retrieve(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[Paragraph]]:
         qids = question_ids if question_ids is not None else [None] * len(queries)
         keys = [self._key(q, k, qid) for q, qid in zip(queries, qids)]
-        out: list[list[Paragraph] | None] = []
-        for key in keys:
-            hit = self.cache.get(key)
-            out.append(self._hit(hit) if hit is not None else None)
+        out = [self._hit(hit) if hit is not None else None for hit in self.cache.get_many(keys)]
         miss = [i for i, r in enumerate(out) if r is None]
         if miss:
             found = self._search(
