@@ -39,6 +39,7 @@ from steper_bench.retrieval import bm25_kernel
 from steper_bench.retrieval.base import META, index_lock, publish_folder
 
 VOCAB = "steper_vocab.txt"  # the sorted vocabulary, one token a line: a token's id is its line
+VOCAB_IDS = "steper_vocab_ids.npy"  # a bm25s folder's ids of the sorted tokens
 MAX_WEIGHT = "steper_max_weight.npy"  # each term's largest weight: the compiled search's bounds
 K1, B = 1.5, 0.75
 FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
@@ -50,10 +51,10 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
-def tokenize(texts: list[str], stemmer, return_ids: bool):
+def tokenize(texts: list[str], stemmer, return_ids: bool, stopwords: str | None = "en"):
     import bm25s
 
-    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=return_ids, show_progress=False)
+    return bm25s.tokenize(texts, stopwords=stopwords, stemmer=stemmer, return_ids=return_ids, show_progress=False)
 
 
 def doc_text(p: Paragraph) -> str:
@@ -218,16 +219,19 @@ def max_weights(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_max_weights(path: Path, data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
-    """The folder's term maxima; computed (one pass over the weights) and saved beside them when an
-    index predates the file, or kept in memory where the folder is read-only."""
-    if (path / MAX_WEIGHT).exists():
-        return np.load(path / MAX_WEIGHT)
+def load_max_weights(path: Path, data: np.ndarray, indptr: np.ndarray, cache: Path | None = None) -> np.ndarray:
+    """The folder's term maxima; computed (one pass over the weights) and saved in `cache` (default:
+    the folder) when an index predates the file, or kept in memory where that is read-only."""
+    cache = path if cache is None else cache
+    for folder in (path, cache):
+        if (folder / MAX_WEIGHT).exists():
+            return np.load(folder / MAX_WEIGHT)
     out = max_weights(data, indptr)
-    tmp = path / f".{MAX_WEIGHT}.tmp.npy"
+    tmp = cache / f".{MAX_WEIGHT}.{os.getpid()}.tmp.npy"
     try:
+        cache.mkdir(parents=True, exist_ok=True)
         np.save(tmp, out)
-        tmp.replace(path / MAX_WEIGHT)
+        tmp.replace(cache / MAX_WEIGHT)
     except OSError:
         pass
     return out
@@ -237,8 +241,9 @@ class Vocabulary:
     """Token -> id by binary search in the sorted token list (ids are ranks): no 2M-entry dict to
     build at load."""
 
-    def __init__(self, tokens: list[str]):
+    def __init__(self, tokens: list[str], ids: np.ndarray | None = None):
         self.tokens = tokens
+        self.ids = ids  # the id of each sorted token, where ids are not ranks (a folder bm25s wrote)
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
@@ -250,6 +255,22 @@ class Vocabulary:
         text = (path / VOCAB).read_text(encoding="utf-8")
         return cls(text.split("\n") if text else [])
 
+    @classmethod
+    def load_bm25s(cls, path: Path, cache: Path) -> Vocabulary:
+        """bm25s's token -> id map (ids in order of first appearance), as sorted tokens and their ids,
+        derived once into `cache`."""
+        if not (cache / VOCAB_IDS).exists():
+            gid = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
+            tokens = sorted(t for t in gid if t and "\n" not in t)  # "" stands for unknown words in bm25s
+            cache.mkdir(parents=True, exist_ok=True)
+            (cache / f".{VOCAB}.{os.getpid()}").write_text("\n".join(tokens), encoding="utf-8")
+            (cache / f".{VOCAB}.{os.getpid()}").replace(cache / VOCAB)
+            tmp = cache / f".{os.getpid()}.{VOCAB_IDS}"
+            np.save(tmp, np.array([gid[t] for t in tokens], dtype=np.int64))
+            tmp.replace(cache / VOCAB_IDS)
+        text = (cache / VOCAB).read_text(encoding="utf-8")
+        return cls(text.split("\n") if text else [], np.load(cache / VOCAB_IDS))
+
     def __len__(self) -> int:
         return len(self.tokens)
 
@@ -260,7 +281,7 @@ class Vocabulary:
     def __getitem__(self, token: str) -> int:
         i = bisect.bisect_left(self.tokens, token)
         if i < len(self.tokens) and self.tokens[i] == token:
-            return i
+            return i if self.ids is None else int(self.ids[i])
         raise KeyError(token)
 
 
@@ -279,7 +300,7 @@ class BM25Retriever:
 
     def __init__(self, corpus, index_dir: Path | None = None, progress: bool = False):
         self.corpus = corpus
-        self._stemmer = _stemmer()
+        self._stemmer, self._stopwords, self._cache = _stemmer(), "en", None
         self._question_rows = _question_rows(corpus)
         self.loaded_from_disk = False
         self._tmp = None
@@ -293,6 +314,19 @@ class BM25Retriever:
         self._load(self.index_path, mmap=self._tmp is None)
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    @classmethod
+    def saved(cls, corpus, stopwords: str | None = "en", stemmer: bool = True) -> BM25Retriever:
+        """Search a folder bm25s saved (corpus.source: index; `corpus` is its SavedCorpus), as it is:
+        what the search derives from it goes to the corpus's cache folder."""
+        self = cls.__new__(cls)
+        self.corpus, self._question_rows, self.loaded_from_disk, self._tmp = corpus, {}, True, None
+        self._stemmer, self._stopwords, self._cache = _stemmer() if stemmer else None, stopwords, corpus.cache
+        self.stats, self.index_path = {}, corpus.folder
+        self.data, self.indices, self.indptr = (np.load(corpus.folder / f, mmap_mode="r") for f in FILES)
+        self.vocab = Vocabulary.load_bm25s(corpus.folder, corpus.cache)
+        self.max_weight = load_max_weights(corpus.folder, self.data, self.indptr, corpus.cache) if self.fast else None
+        return self
 
     def _load(self, path: Path | None, mmap: bool) -> None:
         if path is None:
@@ -314,7 +348,7 @@ class BM25Retriever:
         if not len(self.corpus) or not queries:
             return [[] for _ in queries]
         restrict = self.corpus.mode == "per-question" and question_ids is not None
-        tokens = tokenize([q or "" for q in queries], self._stemmer, False)
+        tokens = tokenize([q or "" for q in queries], self._stemmer, False, self._stopwords)
         if restrict:
             return [self.top_k(toks, k, self._rows_for(question_ids[i])) for i, toks in enumerate(tokens)]
         threads = min(self.threads, len(tokens) // 8) if self.fast else 1
@@ -338,7 +372,7 @@ class BM25Retriever:
             return []
         if rows is None and self.fast:
             if self.max_weight is None:
-                self.max_weight = load_max_weights(self.index_path, self.data, self.indptr)
+                self.max_weight = load_max_weights(self.index_path, self.data, self.indptr, self._cache)
             return bm25_kernel.top_k(self.indices, self.data, self.indptr, self.max_weight, ids, k)[0].tolist()
         if rows is None:
             rows, scores = self._accumulate(ids)
@@ -402,4 +436,8 @@ def _question_rows(corpus) -> dict[str, np.ndarray]:
 
 
 def make(recipe, corpus, index_dir: Path | None, progress: bool = False) -> BM25Retriever:
+    c = recipe.corpus
+    if c.source == "index":
+        return BM25Retriever.saved(corpus, None if c.index_stopwords == "none" else c.index_stopwords,
+                                   c.index_stemmer != "none")
     return BM25Retriever(corpus, index_dir, progress)
