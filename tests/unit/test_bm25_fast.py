@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def both(r: BM25Retriever, toks: list[str], k: int) -> tuple[list[int], list[int]]:
-    r.fast = True
+    r.fast, r.fast_min_postings = True, 0  # the compiled search for every query, however small
     fast = r.top_k(toks, k)
     r.fast = False
     slow = r.top_k(toks, k)
@@ -82,7 +82,7 @@ def test_fast_equals_numpy_on_random_corpora_with_ties(seed):
 
 def test_batches_on_threads_equal_one_by_one(sample):
     queries = [p.text[:100] for p in sample.corpus.paragraphs[:200]]
-    sample.threads = 2
+    sample.threads, sample.fast_min_postings, sample.thread_min_rows = 2, 0, 0
     threaded = sample.retrieve_rows(queries, 4)
     sample.fast = False
     try:
