@@ -297,9 +297,9 @@ class BM25Retriever:
     # numpy path gives the same rows and order (tests compare them) at a fraction of the speed.
     fast = bm25_kernel.available()
     # ... for queries touching at least this many postings: below it numpy's few vectorised calls
-    # cost less than the compiled search's fixed overhead (measured: 20k paragraphs, ~10k postings a
-    # query, numpy 0.2 ms vs 0.5 ms; 1M paragraphs, ~350k postings, numpy 5.4 ms vs 2.8 ms)
-    fast_min_postings = 50_000
+    # cost no more than the compiled search's fixed overhead (measured a query: 20k paragraphs, ~10k
+    # postings, numpy 0.2 ms vs 0.5 ms; 200k, ~90k postings, both 1.2 ms; 1M, ~350k, 5.4 vs 2.8 ms)
+    fast_min_postings = 100_000
     threads = len(os.sched_getaffinity(0))  # a batch of queries is searched on this many threads
     thread_min_rows = 100_000  # ... in corpora this large (smaller ones: threads cost more than they save)
 
