@@ -152,6 +152,14 @@ def preflight(recipe: Recipe, *, network: bool = True) -> list[str]:
 
 def _check_corpus(recipe: Recipe) -> None:
     """A corpus file that is not there: say what to download and where, before any work."""
+    if recipe.corpus.source == "index" and recipe.corpus.backend == "bm25":
+        from steper_bench.retrieval.paragraph_files import CorpusError
+        from steper_bench.retrieval.saved_index import check_folder, folder_of
+
+        try:
+            check_folder(folder_of(recipe))
+        except CorpusError as e:
+            raise BuildError(str(e)) from None
     if recipe.corpus.source != "file":
         return
     from steper_bench.retrieval import file_spec

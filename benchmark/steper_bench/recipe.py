@@ -175,8 +175,12 @@ class CorpusConfig(Section):
     # pooled: all paragraphs of the loaded splits, deduplicated (IRCoT's dataset corpus);
     # per-question: each question's own paragraphs (the distractor setting).
     mode: Literal["pooled", "per-question"] = "pooled"
-    # Where the paragraphs come from: `pooled` (the questions' own contexts) or `file` (corpus.files).
-    source: Literal["pooled", "file"] = "pooled"
+    # Where the paragraphs come from: `pooled` (the questions' own contexts), `file` (corpus.files),
+    # or `index`: an index that already exists, used without re-indexing: a folder saved by
+    # bm25s (`bm25s.BM25.save(folder, corpus=...)`, corpus.index_path, backend bm25) or an
+    # Elasticsearch index by name (corpus.elasticsearch.index, backend elasticsearch, e.g. one
+    # built by IRCoT's retriever server).
+    source: Literal["pooled", "file", "index"] = "pooled"
     # pooled: pool every record of these splits of the source, whatever the questions a run loads
     # or limits (IRCoT pools train + dev for 2Wiki and MuSiQue); default: the loaded questions.
     pool_splits: list[Literal["train", "test"]] | None = None
@@ -185,6 +189,11 @@ class CorpusConfig(Section):
     files: list[str] | None = None
     format: Literal["auto", "jsonl", "parquet", "tsv", "hotpotqa-abstracts"] = "auto"
     fields: CorpusFields = CorpusFields()
+    # index: the bm25s folder. The hashes take its content (every file's bytes), not its path,
+    # and the query tokeniser the folder was built with (bm25s.tokenize's stopwords and stemmer).
+    index_path: str | None = Unhashed(None)
+    index_stopwords: Literal["en", "none"] = Unhashed("en")
+    index_stemmer: Literal["english", "none"] = Unhashed("english")
     index_chunk: int = Unhashed(100_000, ge=1)  # paragraphs per index chunk (the unit of resuming)
     top_k: int = Field(4, ge=1, le=100)  # paper: K = 4
     max_paragraphs: int = Field(15, ge=1)  # cap on accumulated paragraphs in a prompt
@@ -208,10 +217,35 @@ class CorpusConfig(Section):
                              "corpus.source: pooled, or remove them")
         if self.source == "pooled" and self.files:
             raise ValueError("corpus.files is read with corpus.source: file (set it, or remove corpus.files)")
+        self._check_index_source()
         if self.mode == "per-question" and (self.source != "pooled" or pooling):
             raise ValueError("corpus.mode: per-question is each question's own paragraphs: it takes no "
                              "corpus.files / pool_splits / pool_files")
         return self
+
+
+    def _check_index_source(self) -> None:
+        defaults = {"index_stopwords": "en", "index_stemmer": "english"}
+        tokeniser = {f for f, v in defaults.items() if getattr(self, f) != v}  # a dumped recipe lists defaults
+        if self.source != "index":
+            if self.index_path or tokeniser:
+                raise ValueError(f"corpus.{'index_path' if self.index_path else min(tokeniser)} is read with "
+                                 "corpus.source: index (set it, or remove the field)")
+            return
+        if self.files or self.pool_splits is not None or self.pool_files:
+            raise ValueError("corpus.source: index searches an existing index: remove corpus.files / pool_splits / "
+                             "pool_files")
+        if self.backend == "bm25" and not self.index_path:
+            raise ValueError("corpus.source: index with corpus.backend: bm25 needs corpus.index_path (a folder saved by "
+                             "bm25s.BM25.save(folder, corpus=...)); for an Elasticsearch index by name set "
+                             "corpus.backend: elasticsearch and corpus.elasticsearch.index")
+        if self.backend == "elasticsearch" and (self.index_path or tokeniser):
+            raise ValueError("corpus.source: index with corpus.backend: elasticsearch searches the index named by "
+                             "corpus.elasticsearch.index (the server analyses queries itself): remove "
+                             "corpus.index_path / index_stopwords / index_stemmer")
+        if self.backend not in ("bm25", "elasticsearch"):
+            raise ValueError(f"corpus.source: index reads a bm25s folder (corpus.backend: bm25) or an Elasticsearch "
+                             f"index (corpus.backend: elasticsearch), not corpus.backend: {self.backend}")
 
 
 class FrameworkConfig(Section):
@@ -467,6 +501,10 @@ class Recipe(Section):
     # -- hashing --------------------------------------------------------------------------
     def hashed_dict(self, sections: tuple[str, ...] | None = None) -> dict[str, Any]:
         d = _hashed(self)
+        if self.corpus.source == "index":  # an existing index enters by its content, not its path
+            from steper_bench.retrieval.saved_index import index_identity
+
+            d["corpus"]["index"] = index_identity(self)
         return d if sections is None else {k: d[k] for k in sections if k in d}
 
     def content_hash(self, sections: tuple[str, ...] | None = None) -> str:

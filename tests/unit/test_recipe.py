@@ -49,8 +49,8 @@ def test_unknown_key_names_line_and_suggests(tmp_path):
     assert error_of(path) == (
         "invalid recipe\n"
         f"  {path}:5: corpus.top_kk: unknown key; did you mean 'top_k'? "
-        "(allowed: backend, dense, elasticsearch, fields, files, format, index_chunk, max_paragraphs, mode, "
-        "pool_files, pool_splits, source, top_k)"
+        "(allowed: backend, dense, elasticsearch, fields, files, format, index_chunk, index_path, index_stemmer, "
+        "index_stopwords, max_paragraphs, mode, pool_files, pool_splits, source, top_k)"
     )
 
 

@@ -89,7 +89,7 @@ def target_recipe(recipe: Recipe, entry: EvalModel, dataset: SourceConfig | None
     if dataset is not None:  # its own questions' pooled corpus: the recipe's corpus files are another dataset's
         target.source = dataset.model_copy()
         target.corpus = target.corpus.model_copy(update={"source": "pooled", "pool_splits": None, "pool_files": [],
-                                                         "files": None})
+                                                         "files": None, "index_path": None})
     if entry.framework not in (None, recipe.framework.name):
         target.framework = target.framework.model_copy(update={"name": entry.framework, "query": "last-sentence"})
     return target

@@ -6,7 +6,9 @@
 The corpus (`load_corpus`) is `corpus.source`:
 - pooled: the loaded questions' paragraphs, or with `corpus.pool_splits` / `corpus.pool_files`
   every record of those splits / files (independent of limits and samples);
-- file: paragraph files on disk (`retrieval.store.FileCorpus`), streamed once into a store.
+- file: paragraph files on disk (`retrieval.store.FileCorpus`), streamed once into a store;
+- index: an existing index, searched as it is (`retrieval.saved_index`): a bm25s folder with its
+  corpus.jsonl, or an Elasticsearch index by name.
 
 A backend is a module with a factory `make(recipe, corpus, index_dir, progress=False) -> Retriever`,
 listed in `steper_bench.registry.RETRIEVERS`. `index_dir` is the folder that holds indexes
@@ -45,6 +47,14 @@ def file_spec(recipe: Recipe):
 def load_corpus(recipe: Recipe, questions: list[Question], index_dir: Path | None, progress: bool = False):
     """The recipe's corpus. A file corpus needs `index_dir` (its paragraphs are stored there)."""
     c = recipe.corpus
+    if c.source == "index":
+        if c.backend == "elasticsearch":
+            from steper_bench.retrieval.elasticsearch import NamedIndex
+
+            return NamedIndex(recipe)
+        from steper_bench.retrieval import saved_index
+
+        return saved_index.load(recipe, index_dir)
     if c.source == "file":
         from steper_bench.retrieval.store import FileCorpus
 
@@ -89,6 +99,9 @@ class CachedRetriever:
         return self._keyer(query=query, k=k, question_id=qid)
 
     def _hit(self, value: dict) -> list[Paragraph] | None:
+        if not getattr(self.corpus, "readable_rows", True):  # an index by name: the paragraphs themselves
+            found = value.get("paragraphs")
+            return None if found is None else [Paragraph(*p) for p in found]
         rows = value.get("rows")
         if rows is None or len(rows) != len(value["pids"]) or not all(0 <= r < len(self.corpus) for r in rows):
             return None  # an entry from before rows were stored: ask the backend again
@@ -100,9 +113,17 @@ class CachedRetriever:
         if hasattr(self.inner, "retrieve_rows"):
             return [(rows, [self.corpus[r] for r in rows]) for rows in self.inner.retrieve_rows(queries, k, qids)]
         found = self.inner.retrieve(queries, k, qids)
+        if not getattr(self.corpus, "readable_rows", True):
+            return [(None, res) for res in found]
         if not self._row_of:
             self._row_of = {self.corpus[i].pid: i for i in range(len(self.corpus))}
         return [([self._row_of[p.pid] for p in res], res) for res in found]
+
+    @staticmethod
+    def _value(rows: list[int] | None, found: list[Paragraph]) -> dict:
+        if rows is None:
+            return {"pids": [p.pid for p in found], "paragraphs": [[p.pid, p.title, p.text] for p in found]}
+        return {"pids": [p.pid for p in found], "rows": rows}
 
     def retrieve(self, queries: list[str], k: int, question_ids: list[str] | None = None) -> list[list[Paragraph]]:
         qids = question_ids if question_ids is not None else [None] * len(queries)
@@ -115,9 +136,7 @@ class CachedRetriever:
             )
             for i, (_, res) in zip(miss, found):
                 out[i] = res
-            self.cache.put_many(
-                [(keys[i], {"pids": [p.pid for p in res], "rows": rows}) for i, (rows, res) in zip(miss, found)]
-            )
+            self.cache.put_many([(keys[i], self._value(rows, res)) for i, (rows, res) in zip(miss, found)])
         return out  # type: ignore[return-value]
 
 

@@ -202,22 +202,30 @@ def _record(raw: dict, spec: FileSpec, where: str) -> Record:
 def fingerprint(spec: FileSpec, memo: Path | None = None) -> str:
     """sha256 over the reading settings and every file's bytes (16 hex): names the corpus's index.
     Digests are remembered in `memo` by (path, size, mtime), so only a changed file is read again."""
-    known = _read_memo(memo)
+    files = expand(spec)
     h = hashlib.sha256(json.dumps(spec.describe(), sort_keys=True).encode())
-    changed = False
-    for path, fmt in expand(spec):
+    for (_, fmt), digest in zip(files, file_digests([p for p, _ in files], memo)):
+        h.update(f"\x00{fmt}\x00{digest}".encode())
+    return h.hexdigest()[:16]
+
+
+def file_digests(paths: list[Path], memo: Path | None = None) -> list[str]:
+    """sha256 of each file's bytes, remembered in `memo` by (path, size, mtime)."""
+    known = _read_memo(memo)
+    out, changed = [], False
+    for path in paths:
         st = path.stat()
         key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         if key not in known:
             known[key] = _file_digest(path)
             changed = True
-        h.update(f"\x00{fmt}\x00{known[key]}".encode())
+        out.append(known[key])
     if changed and memo is not None:
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(known))
         os.replace(tmp, memo)
-    return h.hexdigest()[:16]
+    return out
 
 
 def _read_memo(memo: Path | None) -> dict:
