@@ -63,3 +63,15 @@ def test_sample_texts_from_a_recipe(repo_root):
     texts = sample_texts(recipe)
     first_dev = json.loads((data / "dev.jsonl").read_text().splitlines()[0])
     assert first_dev["question"] in texts and len(texts) > 80
+
+
+def test_tied_embeddings_share_one_matrix_after_loading(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    texts = sample_texts()[:100]
+    tied = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "t", texts, vocab_size=300, tie_embeddings=True))
+    untied = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "u", texts, vocab_size=300))
+    assert tied.lm_head.weight.data_ptr() == tied.get_input_embeddings().weight.data_ptr()
+    assert untied.lm_head.weight.data_ptr() != untied.get_input_embeddings().weight.data_ptr()
+    n = sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters())
+    assert n == tied.get_input_embeddings().weight.numel()
