@@ -450,3 +450,17 @@ def _serve_main(argv: list[str]) -> None:
 if __name__ == "__main__":
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     _serve_main(sys.argv[1:])
+
+
+def elasticsearch_url() -> str | None:
+    """STEPER_ES_URL when it names a reachable Elasticsearch server (tests that need one skip otherwise)."""
+    url = os.environ.get("STEPER_ES_URL")
+    if not url:
+        return None
+    import httpx
+
+    try:
+        httpx.get(url, timeout=3)
+        return url
+    except httpx.HTTPError:
+        return None

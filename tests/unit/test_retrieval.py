@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.servers import elasticsearch_url
 
 from steper_bench.cache import RequestCache
 from steper_bench.recipe import validate_recipe
@@ -134,21 +135,8 @@ def test_elasticsearch_without_client_says_how_to_install(questions, tmp_path):
         make_retriever(_recipe(tmp_path, backend="elasticsearch"), questions[:5], None)
 
 
-def _es_reachable() -> str | None:
-    url = os.environ.get("STEPER_ES_URL")
-    if not url:
-        return None
-    try:
-        import httpx
-
-        httpx.get(url, timeout=3)
-        return url
-    except Exception:
-        return None
-
-
 @pytest.mark.elasticsearch
-@pytest.mark.skipif(_es_reachable() is None, reason="set STEPER_ES_URL to a reachable Elasticsearch server to run")
+@pytest.mark.skipif(elasticsearch_url() is None, reason="set STEPER_ES_URL to a reachable Elasticsearch server to run")
 def test_elasticsearch_backend_matches_protocol(questions, tmp_path, monkeypatch):
     pytest.importorskip("elasticsearch", reason="pip install 'steper-bench[elasticsearch]'")
     monkeypatch.setenv("STEPER_ES_URL_FOR_TEST", os.environ["STEPER_ES_URL"])

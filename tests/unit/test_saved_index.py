@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.servers import elasticsearch_url
 
 from steper_bench.cache import RequestCache
 from steper_bench.recipe import RecipeError, validate_recipe
@@ -154,21 +155,8 @@ def test_cache_keeps_the_paragraphs_of_a_backend_without_rows(tmp_path):
     assert first == again == [[Paragraph("p1", "T", "about a")], [Paragraph("p1", "T", "about b")]]
 
 
-def _es_url() -> str | None:
-    url = os.environ.get("STEPER_ES_URL")
-    if not url:
-        return None
-    import httpx
-
-    try:
-        httpx.get(url, timeout=3)
-        return url
-    except httpx.HTTPError:
-        return None
-
-
 @pytest.mark.elasticsearch
-@pytest.mark.skipif(_es_url() is None, reason="set STEPER_ES_URL to a reachable Elasticsearch server to run")
+@pytest.mark.skipif(elasticsearch_url() is None, reason="set STEPER_ES_URL to a reachable Elasticsearch server to run")
 def test_elasticsearch_index_by_name_as_ircot_builds_it(paragraphs, tmp_path):
     es_mod = pytest.importorskip("elasticsearch", reason="pip install 'steper-bench[elasticsearch]'")
     from elasticsearch.helpers import bulk
