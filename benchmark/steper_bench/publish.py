@@ -137,6 +137,7 @@ def dataset_card(recipe: Recipe, summary, loaded: dict | None = None) -> str:
         repo_hint=recipe.dataset.hub_repo or "path/to/dataset",
         steper_bibtex=STEPER_BIBTEX,
         source_bibtex=spec.citation,
+        world=recipe.source.world.model_dump() if spec.generate is not None else None,
     )
     DatasetCard(card).data  # noqa: B018 - raises if the front matter is not valid card metadata
     return card

@@ -125,3 +125,13 @@ def test_packaged_demonstrations_are_what_the_generator_makes():
 
     packaged = Path(reasoning.__file__).parent / "prompts" / "ircot" / "synthetic-world.json"
     assert json.loads(packaged.read_text()) == demonstrations()
+
+
+def test_the_dataset_card_describes_the_generated_world(tmp_path):
+    from steper_bench.build import build
+
+    r = _recipe(tmp_path, "source.world.train_questions=30", "source.world.test_questions=10", "source.world.cities=90",
+                "teacher.backend=supporting-facts", "teacher.model=supporting-facts", f"runs_dir={tmp_path / 'runs'}")
+    build(r, progress=False, log=lambda m: None)
+    card = next((tmp_path / "runs").glob("*/dataset/README.md")).read_text()
+    assert "**Generated world** (ours)" in card and "cities 90" in card and "same bytes" in card
