@@ -37,6 +37,7 @@ from steper_bench.console import Bar
 from steper_bench.records import Paragraph
 from steper_bench.retrieval import bm25_kernel
 from steper_bench.retrieval.base import META, index_lock, publish_folder
+from steper_bench.runs import atomic_save_npy, atomic_write_text
 
 VOCAB = "steper_vocab.txt"  # the sorted vocabulary, one token a line: a token's id is its line
 VOCAB_IDS = "steper_vocab_ids.npy"  # a bm25s folder's ids of the sorted tokens
@@ -227,12 +228,9 @@ def load_max_weights(path: Path, data: np.ndarray, indptr: np.ndarray, cache: Pa
         if (folder / MAX_WEIGHT).exists():
             return np.load(folder / MAX_WEIGHT)
     out = max_weights(data, indptr)
-    tmp = cache / f".{MAX_WEIGHT}.{os.getpid()}.tmp.npy"
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        np.save(tmp, out)
-        tmp.replace(cache / MAX_WEIGHT)
-    except OSError:
+        atomic_save_npy(cache / MAX_WEIGHT, out)
+    except OSError:  # a read-only folder: keep the maxima in memory
         pass
     return out
 
@@ -249,9 +247,7 @@ class Vocabulary:
     def load(cls, path: Path) -> Vocabulary:
         if not (path / VOCAB).exists():  # an index from before the list was written: derive it once
             gid = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
-            tmp = path / f".{VOCAB}.tmp"
-            tmp.write_text("\n".join(sorted(gid, key=gid.get)), encoding="utf-8")
-            tmp.replace(path / VOCAB)
+            atomic_write_text(path / VOCAB, "\n".join(sorted(gid, key=gid.get)))
         text = (path / VOCAB).read_text(encoding="utf-8")
         return cls(text.split("\n") if text else [])
 
@@ -262,12 +258,8 @@ class Vocabulary:
         if not (cache / VOCAB_IDS).exists():
             gid = json.loads((path / "vocab.index.json").read_text(encoding="utf-8"))
             tokens = sorted(t for t in gid if t and "\n" not in t)  # "" stands for unknown words in bm25s
-            cache.mkdir(parents=True, exist_ok=True)
-            (cache / f".{VOCAB}.{os.getpid()}").write_text("\n".join(tokens), encoding="utf-8")
-            (cache / f".{VOCAB}.{os.getpid()}").replace(cache / VOCAB)
-            tmp = cache / f".{os.getpid()}.{VOCAB_IDS}"
-            np.save(tmp, np.array([gid[t] for t in tokens], dtype=np.int64))
-            tmp.replace(cache / VOCAB_IDS)
+            atomic_write_text(cache / VOCAB, "\n".join(tokens))
+            atomic_save_npy(cache / VOCAB_IDS, np.array([gid[t] for t in tokens], dtype=np.int64))
         text = (cache / VOCAB).read_text(encoding="utf-8")
         return cls(text.split("\n") if text else [], np.load(cache / VOCAB_IDS))
 

@@ -22,11 +22,11 @@ import gzip
 import hashlib
 import io
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from steper_bench.runs import atomic_write_text
 from steper_bench.sources.base import SourceError
 
 FORMATS = ("auto", "jsonl", "parquet", "tsv", "hotpotqa-abstracts")
@@ -221,10 +221,7 @@ def file_digests(paths: list[Path], memo: Path | None = None) -> list[str]:
             changed = True
         out.append(known[key])
     if changed and memo is not None:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, memo)
+        atomic_write_text(memo, json.dumps(known))
     return out
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from steper_bench.records import Paragraph
 from steper_bench.retrieval.corpus import CHUNK
 from steper_bench.retrieval.paragraph_files import CorpusError, file_digests
+from steper_bench.runs import atomic_save_npy
 
 BM25S_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "vocab.index.json",
                "params.index.json")
@@ -109,10 +110,7 @@ class SavedCorpus:
         offsets = np.concatenate(starts)
         if offsets[-1] != pos:  # a last line without a newline
             offsets = np.append(offsets, pos)
-        self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache / f".corpus_offsets.{os.getpid()}.npy"
-        np.save(tmp, offsets)
-        tmp.replace(path)
+        atomic_save_npy(path, offsets)
         return offsets
 
     def content_hash(self) -> str:
