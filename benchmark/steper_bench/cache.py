@@ -97,6 +97,10 @@ def _check_no_secrets(d: dict, what: str) -> None:
         raise ValueError(f"{what} must not contain credentials (field {', '.join(bad)}): leave keys out of the cache")
 
 
+# The keys' canonical JSON (sorted keys, no whitespace): one encoder, built once.
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 class RequestCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -111,8 +115,7 @@ class RequestCache:
     def key(**parts: Any) -> str:
         """sha256 hex of the canonical JSON of `parts` (sorted keys, no whitespace)."""
         _check_no_secrets(parts, "a cache key")
-        blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return hashlib.sha256(_canonical_json(parts).encode("utf-8")).hexdigest()
 
     @staticmethod
     def keyer(**fixed: Any):
@@ -121,12 +124,11 @@ class RequestCache:
         parts must be plain JSON values (str, numbers, lists of them); a dict among them is
         checked each time."""
         _check_no_secrets(fixed, "a cache key")
-        dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
 
         def key(**varying: Any) -> str:
             if any(isinstance(v, dict) for v in varying.values()):
                 _check_no_secrets(varying, "a cache key")
-            return hashlib.sha256(dumps({**fixed, **varying}).encode("utf-8")).hexdigest()
+            return hashlib.sha256(_canonical_json({**fixed, **varying}).encode("utf-8")).hexdigest()
 
         return key
 
