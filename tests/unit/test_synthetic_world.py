@@ -8,7 +8,14 @@ import collections
 import pytest
 from steper_bench.recipe import RecipeError, load_recipe
 from steper_bench.sources import load_questions
-from steper_bench.sources.synthetic_world import WorldSettings, build_world, generate_splits, world_bytes, write_world
+from steper_bench.sources.synthetic_world import (
+    WorldSettings,
+    build_world,
+    generate_splits,
+    parse,
+    world_bytes,
+    write_world,
+)
 
 SMALL = WorldSettings(seed=3, train_questions=300, test_questions=100)
 
@@ -53,16 +60,19 @@ def test_test_anchors_are_never_named_by_a_training_question():
     assert not [r["question"] for r in splits["train"] for n in anchors if n in r["question"]]
 
 
+def _pooled_bm25(questions):
+    """BM25 over the pooled paragraphs of the questions (what a build over them retrieves from)."""
+    from steper_bench.retrieval.bm25 import BM25Retriever
+    from steper_bench.retrieval.corpus import build_corpus
+
+    return BM25Retriever(build_corpus(questions, "pooled"))
+
+
 def test_later_hops_are_not_found_with_the_question_alone():
     """BM25 over the pooled corpus: the first hop's paragraph is in the question's top 4, the last
     hop's paragraph of a 3- or 4-hop chain almost never is."""
-    from steper_bench.retrieval.bm25 import BM25Retriever
-    from steper_bench.retrieval.corpus import build_corpus
-    from steper_bench.sources.synthetic_world import parse
-
     splits = generate_splits(SMALL)
-    questions = [parse(r, split) for split in ("train", "test") for r in splits[split]]
-    retriever = BM25Retriever(build_corpus(questions, "pooled"))
+    retriever = _pooled_bm25([parse(r, split) for split in ("train", "test") for r in splits[split]])
     chains = [r for r in splits["test"] if r["type"] != "comparison" and r["hops"] >= 3]
     tops = retriever.retrieve([r["question"] for r in chains], 4)
     n = len(chains)
@@ -75,13 +85,9 @@ def test_following_the_gold_chain_retrieves_every_hop():
     """The world is solvable by retrieve-then-reason: step 1 retrieves with the question, step i
     with the gold sentence of step i-1 (IRCoT's query); every hop's paragraph is then in the top 4
     for >= 90% of the test questions (the default world; measured 95%)."""
-    from steper_bench.retrieval.bm25 import BM25Retriever
-    from steper_bench.retrieval.corpus import build_corpus
-    from steper_bench.sources.synthetic_world import parse
-
     settings = WorldSettings(train_questions=600, test_questions=200)
     questions = [parse(r, "test") for r in generate_splits(settings)["test"]]
-    retriever = BM25Retriever(build_corpus(questions, "pooled"))
+    retriever = _pooled_bm25(questions)
     steps = [(q.id, q.question if i == 0 or q.type == "comparison" else q.supporting_sentences[i - 1][1], title)
              for q in questions for i, (title, _) in enumerate(q.supporting_sentences)]
     tops = retriever.retrieve([query for _, query, _ in steps], 4)
