@@ -220,6 +220,29 @@ def test_batch_without_a_kind_adds_nothing_for_it(tmp_path, tiny_model_dir, data
     assert loss.item() == pytest.approx(float(torch.exp(torch.tensor(-0.5)) * ce + 0.5), rel=1e-5)
 
 
+def test_labelled_positions_score_as_trls_fused_head(tmp_path, tiny_model_dir, data_dir):
+    """The CPU path (LM head on labelled positions only) gives TRL's per-token scores and gradients."""
+    from steper_bench.training.trainer import labelled_token_scores
+
+    trainer = _trainer(tmp_path, tiny_model_dir, data_dir)
+    model = trainer.model
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(6)]))
+    batch.pop("kind_id")
+    grads = []
+    for score in (lambda: model(**batch, fused_lm_head=True), lambda: labelled_token_scores(model, batch)):
+        model.zero_grad()
+        out = score()
+        (-out.log_probs.sum()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        scores = [out.log_probs.detach(), out.entropy.detach(), out.is_top1.float(), out.label_mask.float()]
+        if len(grads) == 1:
+            reference = scores
+    assert 0 < reference[3].sum() < reference[3].numel()  # some positions labelled, some not
+    for ours, trl in zip(scores, reference):
+        torch.testing.assert_close(ours, trl, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+
+
 # -- checkpoints, LoRA ---------------------------------------------------------------------------------
 
 
