@@ -1,5 +1,7 @@
 """Step time of difficulty-aware SFT (StepERTrainer, learned sigma) vs plain SFT (TRL's SFTTrainer)
-on the same batches and the same model, runs interleaved, median over steps. Goal: <= 1.05x."""
+on the same batches and the same model, runs interleaved, median over steps. Goal: <= 1.05x.
+On CPU the difficulty-aware trainer scores only the labelled positions through the LM head (TRL's
+fused head scores every position there), so there the ratio is below 1."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from steper_bench.tiny import build_tiny_model, sample_texts  # noqa: E402
 from steper_bench.training.data import tokenize_rows  # noqa: E402
-from steper_bench.training.trainer import StepERTrainer  # noqa: E402
+from steper_bench.training.trainer import StepERConfig, StepERTrainer  # noqa: E402
 
 STEPS_PER_RUN, ROUNDS = 7, 4
 
@@ -38,8 +40,8 @@ def _rows(texts: list[str], n: int = 96) -> list[dict]:
              "kind": kinds[i % 3]} for i in range(n)]
 
 
-def _args(out, **kw) -> SFTConfig:
-    return SFTConfig(output_dir=str(out), max_steps=STEPS_PER_RUN, per_device_train_batch_size=8, learning_rate=1e-4,
+def _args(out, config=SFTConfig, **kw) -> SFTConfig:
+    return config(output_dir=str(out), max_steps=STEPS_PER_RUN, per_device_train_batch_size=8, learning_rate=1e-4,
                      bf16=False, gradient_checkpointing=False, max_length=None, report_to="none", save_strategy="no",
                      logging_steps=4, disable_tqdm=True, seed=0, data_seed=0, dataloader_num_workers=0, **kw)
 
@@ -58,8 +60,8 @@ def test_difficulty_aware_step_time_within_5_percent(tmp_path):
             timer = StepTimer()
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
             if name == "steper":
-                trainer = StepERTrainer(model=model, args=_args(tmp_path / name), train_dataset=dataset,
-                                        processing_class=tok, kinds=kinds, weighting="learned",
+                args = _args(tmp_path / name, StepERConfig, kinds=kinds, weighting="difficulty")
+                trainer = StepERTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                                         callbacks=[timer])
             else:
                 trainer = SFTTrainer(model=model, args=_args(tmp_path / name), train_dataset=plain_dataset,
