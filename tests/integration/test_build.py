@@ -269,6 +269,7 @@ def test_build_with_a_real_transformers_serve_teacher(tiny_model_dir, tmp_path):
             f"runs_dir={tmp_path}", "source.train_limit=5", "teacher.backend=openai", f"teacher.base_url={url}",
             f"teacher.model={tiny_model_dir}", "dataset.filter=all", "framework.max_steps=2",
             "framework.max_new_tokens=8", "teacher.concurrency=4",
+            "corpus.top_k=2",  # K=4 pooled prompts reached 2354 tokens: over the tiny model's 2048 (an HTTP 400)
         ])
         s = build(r, progress=False, log=lambda m: None)
         assert s.requests > 0 and s.splits["train"].questions == 5
