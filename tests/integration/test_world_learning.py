@@ -24,6 +24,7 @@ from steper_bench.recipe import load_recipe
 from steper_bench.runs import RunPaths
 from steper_bench.training import encode_example, train
 from steper_bench.training.data import load_config, sample_questions
+from steper_bench.training.trainer import labelled_token_scores
 
 RECIPE = """
 name: world-learning
@@ -54,11 +55,9 @@ def _completion_accuracy(model_dir, rows) -> float:
     with torch.no_grad():
         for r in rows:
             ids, labels = encode_example(tok, r["prompt"], r["completion"], 512)
-            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
-            target = torch.tensor(labels[1:])
-            scored = target != -100
-            right += int((logits.argmax(-1)[scored] == target[scored]).sum())
-            total += int(scored.sum())
+            scores = labelled_token_scores(model, {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels])})
+            right += int(scores.is_top1.sum())
+            total += int(scores.label_mask.sum())
     return right / total
 
 
@@ -70,14 +69,15 @@ def test_stepwise_training_lifts_held_out_completion_accuracy(tmp_path):
     result = train(recipe, method="steper", progress=False)
     assert result.steps == 60
 
-    dataset = RunPaths.for_recipe(recipe).dataset
+    paths = RunPaths.for_recipe(recipe)
+    dataset = paths.dataset
     trained_on = sample_questions(str(dataset), 240, recipe.train.seed)
     rows = [r for kind in PRESETS["steper"].kinds for r in load_config(str(dataset), kind)
             if r["question_id"] not in trained_on]
     held_out = rows[::3][:40]
     assert len({r["kind"] for r in held_out}) == 3 and len(held_out) == 40
 
-    untrained = _completion_accuracy(RunPaths.for_recipe(recipe).tiny_student, held_out)
+    untrained = _completion_accuracy(paths.tiny_student, held_out)
     trained = _completion_accuracy(result.output_dir, held_out)
     assert untrained < 0.05
     print(f"held-out completion-token accuracy: untrained {untrained:.3f}, trained {trained:.3f}")

@@ -447,11 +447,6 @@ def _serve_main(argv: list[str]) -> None:
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
-if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    _serve_main(sys.argv[1:])
-
-
 def elasticsearch_url() -> str | None:
     """STEPER_ES_URL when it names a reachable Elasticsearch server (tests that need one skip otherwise)."""
     url = os.environ.get("STEPER_ES_URL")
@@ -464,3 +459,9 @@ def elasticsearch_url() -> str | None:
         return url
     except httpx.HTTPError:
         return None
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    _serve_main(sys.argv[1:])
+

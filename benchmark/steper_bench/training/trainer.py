@@ -177,6 +177,7 @@ class StepERTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.kinds = tuple(cfg.kinds)
         self.weighting = cfg.weighting
+        self._labelled_only = _scores_labelled_only(self.args.device, self.model.config)
         learned = cfg.weighting == "difficulty"
         self.kind_weights = torch.tensor(cfg.kind_weights or [1.0] * len(self.kinds), device=self.args.device)
         self.log_vars = LogVariances(self.kinds, learnable=learned).to(self.args.device)
@@ -216,7 +217,7 @@ class StepERTrainer(SFTTrainer):
         mode = "train" if self.model.training else "eval"
         kind_id = inputs.pop("kind_id")
         inputs["use_cache"] = False
-        if _scores_labelled_only(self.args.device, self.model.config):
+        if self._labelled_only:
             head = self.accelerator.unwrap_model(model).get_output_embeddings()
             outputs = labelled_token_scores(model, inputs, head)
         else:
